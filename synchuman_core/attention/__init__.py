@@ -1,0 +1,26 @@
+"""Attention dispatch: ``attention`` (dense) and ``varlen_attention`` (packed variable length)."""
+
+from .backends import register_optional_backends
+from .dispatch import (
+    AttentionBackend,
+    attention,
+    available_backends,
+    current_backend,
+    register_backend,
+    set_query_chunk_size,
+    use_backend,
+    varlen_attention,
+)
+
+register_optional_backends()
+
+__all__ = [
+    "AttentionBackend",
+    "attention",
+    "available_backends",
+    "current_backend",
+    "register_backend",
+    "set_query_chunk_size",
+    "use_backend",
+    "varlen_attention",
+]

@@ -1,0 +1,1 @@
+"""Checkpoint files: strict state-dict loading, model folders, downloads, tiny checkpoints."""

@@ -1,0 +1,1 @@
+"""One module per fixture component: ``run(fixture) -> list[Comparison]``."""
