@@ -22,7 +22,7 @@ __all__ = ["StateDictDiff", "diff_state_dict", "group_keys", "load_state_dict_st
 _INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)")
 
 
-def group_keys(keys: Iterable[str]) -> "OrderedDict[str, int]":
+def group_keys(keys: Iterable[str]) -> OrderedDict[str, int]:
     """Collapse numeric path components to ``*`` and count: ``blocks.3.x`` -> ``blocks.*.x``."""
     out: OrderedDict[str, int] = OrderedDict()
     for k in keys:
@@ -66,7 +66,7 @@ class StateDictDiff:
         return "\n".join(lines)
 
 
-def expected_entries(module: nn.Module) -> "OrderedDict[str, tuple[tuple[int, ...], torch.dtype]]":
+def expected_entries(module: nn.Module) -> OrderedDict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Key -> (shape, dtype) of ``module.state_dict()`` (works on the meta device)."""
     return OrderedDict((k, (tuple(v.shape), v.dtype)) for k, v in module.state_dict().items())
 

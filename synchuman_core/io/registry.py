@@ -1,0 +1,362 @@
+"""Declarative registry of the SyncHuman model components: one :class:`ComponentSpec` per component.
+
+An entry says where the component sits in the official layout, which files it needs, how its
+``config.json`` is read (``Config.from_official``), which class builds it (``Model(config, *,
+device, dtype)``), how the file keys map onto the module (keys dropped or renamed on purpose), what
+to download, and a tiny official-format config for :mod:`synchuman_core.io.tiny`. Classes are named
+by ``"module:attribute"`` strings and imported only when used, so the registry loads without torch
+models and a component whose module is absent is simply unavailable.
+
+Adding a component = adding one entry to ``COMPONENTS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from .files import weight_candidates
+from .tiny_configs import (
+    OFFICIAL_PREPROCESSOR_CONFIG,
+    OFFICIAL_STAGE1_PIPELINE,
+    OFFICIAL_STAGE2_PIPELINE,
+    TINY_DINOV2,
+    TINY_GS_DECODER,
+    TINY_IMAGE_ENCODER,
+    TINY_JOINT,
+    TINY_MESH_DECODER,
+    TINY_SLAT_FLOW,
+    TINY_STRUCTURE_DECODER,
+    TINY_TEXT_ENCODER,
+    TINY_VAE,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "ComponentSpec",
+    "STAGE1",
+    "STAGE2",
+    "DEFAULT_COMPONENTS",
+    "get_spec",
+    "import_object",
+]
+
+HF_REPO_ID = "xishushu/SyncHuman"
+DINOV2_HF_REPO_ID = "facebook/dinov2-with-registers-large"
+
+_TRELLIS = ("model",)
+_DIFFUSERS = ("diffusion_pytorch_model",)
+_TRANSFORMERS = ("model", "pytorch_model")
+
+
+def import_object(path: str) -> Any:
+    """Import ``"package.module:attr"``."""
+    mod, _, attr = path.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One model component (or one settings file) of the official checkpoint.
+
+    ``subdir`` is relative to the folder that holds ``OneStage/`` and ``SecondStage/`` (the HF repo's
+    ``ckpts/``); ``location="dinov2"`` places the files in ``<root>/dinov2/`` instead.
+    ``weight_stems``: weight file stems, searched as safetensors (single or sharded) and, when
+    ``allow_bin``, as ``.bin``. ``files``: other files that must exist (besides ``config_file``).
+    ``drop_keys``/``rename_keys``: regular expressions over file keys for keys that the official
+    loader drops or renames (each documented on the entry); nothing else is tolerated.
+    """
+
+    name: str
+    title: str
+    subdir: str
+    stage: int
+    config_file: str | None = "config.json"
+    weight_stems: tuple[str, ...] = ()
+    allow_bin: bool = False
+    files: tuple[str, ...] = ()
+    config_class: str | None = None
+    model_class: str | None = None
+    optional: bool = False
+    location: str = "ckpts"
+    drop_keys: tuple[str, ...] = ()
+    rename_keys: tuple[tuple[str, str], ...] = ()
+    approx_bytes: int = 0
+    tiny_config: dict[str, Any] | None = None
+    tiny_weight_name: str | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- files -------------------------------------------------------------------------------
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.weight_stems)
+
+    @property
+    def is_module(self) -> bool:
+        return self.model_class is not None
+
+    def weight_names(self) -> list[str]:
+        return weight_candidates(self.weight_stems, allow_bin=self.allow_bin) if self.weight_stems else []
+
+    def required_files(self) -> list[str]:
+        out = [self.config_file] if self.config_file else []
+        return out + list(self.files)
+
+    def default_weight_name(self) -> str | None:
+        """The file name the official repo uses (and the tiny generator writes)."""
+        if self.tiny_weight_name:
+            return self.tiny_weight_name
+        return f"{self.weight_stems[0]}.safetensors" if self.weight_stems else None
+
+    def repo_prefix(self) -> str:
+        """Path prefix of this component inside the HF repository."""
+        return f"ckpts/{self.subdir}"
+
+    def cli_include(self) -> str:
+        """One ``--include`` glob for ``hf download`` (the component's folder, or its single file)."""
+        if self.has_weights or "/" in self.subdir:
+            return f"{self.repo_prefix()}/*"
+        return f"{self.repo_prefix()}/{self.config_file}"
+
+    def download_patterns(self, *, bin_files: bool = False) -> list[str]:
+        """``allow_patterns`` for ``snapshot_download``: the settings files and the weights.
+
+        Safetensors only (single file, index and shards) unless ``bin_files``, which asks for the
+        ``.bin`` variants instead (the fallback when a folder turns out to have no safetensors).
+        """
+        if self.location != "ckpts":
+            return []
+        prefix = self.repo_prefix()
+        out = [f"{prefix}/{f}" for f in self.required_files()]
+        ext = "bin" if bin_files else "safetensors"
+        if bin_files and not self.allow_bin:
+            return out
+        for stem in self.weight_stems:
+            out += [f"{prefix}/{stem}.{ext}", f"{prefix}/{stem}.{ext}.index.json", f"{prefix}/{stem}-*-of-*.{ext}"]
+        return out
+
+    # -- classes -----------------------------------------------------------------------------
+    def available(self) -> bool:
+        """True if this component's config and model classes import."""
+        if not self.is_module:
+            return True
+        try:
+            self.resolve()
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("synchuman_core"):
+                return False
+            raise
+        except AttributeError:
+            return False
+        return True
+
+    def resolve(self) -> tuple[Callable[[dict[str, Any]], Any], type]:
+        """``(config_reader, model_class)``; ``config_reader(json_dict)`` returns the typed config."""
+        if self.model_class is None or self.config_class is None:
+            raise ConfigError(f"component {self.name!r} has no model class")
+        cfg = import_object(self.config_class)
+        reader = cfg.from_official if hasattr(cfg, "from_official") else cfg
+        return reader, import_object(self.model_class)
+
+    # -- key maps ----------------------------------------------------------------------------
+    def map_keys(self, file_keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
+        """``({file key: model key}, dropped file keys)`` by ``rename_keys`` and ``drop_keys``."""
+        drops = [re.compile(p) for p in self.drop_keys]
+        renames = [(re.compile(a), b) for a, b in self.rename_keys]
+        mapping: dict[str, str] = {}
+        dropped: list[str] = []
+        for k in file_keys:
+            if any(d.fullmatch(k) for d in drops):
+                dropped.append(k)
+                continue
+            new = k
+            for pat, rep in renames:
+                new = pat.sub(rep, new)
+            mapping[k] = new
+        return mapping, dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# The components
+# ---------------------------------------------------------------------------------------------
+
+_GB = 1_000_000_000
+
+COMPONENTS: dict[str, ComponentSpec] = {}
+
+
+def _add(spec: ComponentSpec) -> None:
+    COMPONENTS[spec.name] = spec
+
+
+_add(ComponentSpec(
+    name="joint",
+    title="2D-3D joint diffusion model (multiview UNet + structure flow + sync attention)",
+    subdir="OneStage/SyncHuman_2D3DCrossSpaceDiffusion",
+    stage=1,
+    weight_stems=_DIFFUSERS,
+    allow_bin=True,
+    config_class="synchuman_core.stage1.joint:JointModelConfig",
+    model_class="synchuman_core.stage1.joint:SyncHumanJointModel",
+    approx_bytes=int(3.41 * _GB),
+    tiny_config=TINY_JOINT,
+    notes="diffusers ModelMixin layout; EMA weights (step 42,500); 1,397 keys incl. the pos_emb buffer.",
+))
+_add(ComponentSpec(
+    name="structure_decoder",
+    title="sparse-structure decoder (16^3 latent -> 64^3 occupancy)",
+    subdir="OneStage/sparse_structure_decoder",
+    stage=1,
+    weight_stems=_TRELLIS,
+    config_class="synchuman_core.stage1.structure_decoder:SparseStructureDecoderConfig",
+    model_class="synchuman_core.stage1.structure_decoder:SparseStructureDecoder",
+    approx_bytes=int(0.15 * _GB),
+    tiny_config=TINY_STRUCTURE_DECODER,
+))
+_add(ComponentSpec(
+    name="vae",
+    title="VAE (Stable Diffusion 2.1 AutoencoderKL)",
+    subdir="OneStage/vae",
+    stage=1,
+    weight_stems=_DIFFUSERS,
+    allow_bin=True,
+    config_class="synchuman_core.encoders.vae:VAEConfig",
+    model_class="synchuman_core.encoders.vae:VAE",
+    approx_bytes=int(0.17 * _GB),
+    # diffusers' _convert_deprecated_attention_blocks: old mid-block attention names -> new names.
+    rename_keys=(
+        (r"^((?:en|de)coder\.mid_block\.attentions\.0)\.query\.", r"\1.to_q."),
+        (r"^((?:en|de)coder\.mid_block\.attentions\.0)\.key\.", r"\1.to_k."),
+        (r"^((?:en|de)coder\.mid_block\.attentions\.0)\.value\.", r"\1.to_v."),
+        (r"^((?:en|de)coder\.mid_block\.attentions\.0)\.proj_attn\.", r"\1.to_out.0."),
+    ),
+    tiny_config=TINY_VAE,
+    tiny_weight_name="diffusion_pytorch_model.safetensors",
+))
+_add(ComponentSpec(
+    name="image_encoder",
+    title="CLIP ViT-H/14 image encoder (SD 2.1 unCLIP)",
+    subdir="OneStage/image_encoder",
+    stage=1,
+    weight_stems=_TRANSFORMERS,
+    allow_bin=True,
+    config_class="synchuman_core.encoders.clip:CLIPVisionConfig",
+    model_class="synchuman_core.encoders.clip:CLIPVisionEncoder",
+    approx_bytes=int(1.26 * _GB),
+    # position_ids became a non-persistent buffer in transformers 4.31; older files still carry it.
+    drop_keys=(r"vision_model\.embeddings\.position_ids",),
+    tiny_config=TINY_IMAGE_ENCODER,
+    tiny_weight_name="model.safetensors",
+))
+_add(ComponentSpec(
+    name="feature_extractor",
+    title="CLIP image processor settings",
+    subdir="OneStage/feature_extractor",
+    stage=1,
+    config_file="preprocessor_config.json",
+    approx_bytes=1_000,
+    tiny_config=OFFICIAL_PREPROCESSOR_CONFIG,
+))
+_add(ComponentSpec(
+    name="text_encoder",
+    title="CLIP text encoder (only to recompute the 5 view-prompt embeddings)",
+    subdir="OneStage/text_encoder",
+    stage=1,
+    weight_stems=_TRANSFORMERS,
+    allow_bin=True,
+    config_class="synchuman_core.encoders.clip:CLIPTextConfig",
+    model_class="synchuman_core.encoders.clip:CLIPTextEncoder",
+    optional=True,
+    approx_bytes=int(0.68 * _GB),
+    drop_keys=(r"text_model\.embeddings\.position_ids",),
+    tiny_config=TINY_TEXT_ENCODER,
+    tiny_weight_name="model.safetensors",
+))
+_add(ComponentSpec(
+    name="pipeline_stage1",
+    title="stage-1 pipeline settings",
+    subdir="OneStage",
+    stage=1,
+    config_file="pipeline_config.json",
+    approx_bytes=1_000,
+    tiny_config=OFFICIAL_STAGE1_PIPELINE,
+))
+_add(ComponentSpec(
+    name="dinov2",
+    title="DINOv2 ViT-L/14 with registers (image conditioning, both stages)",
+    subdir="dinov2",
+    location="dinov2",
+    stage=0,
+    config_file=None,
+    weight_stems=("dinov2_vitl14_reg4",),
+    config_class="synchuman_core.encoders.dinov2:DINOv2Config",
+    model_class="synchuman_core.encoders.dinov2:DINOv2",
+    approx_bytes=int(1.22 * _GB),
+    tiny_config=TINY_DINOV2,
+    notes="Not in the SyncHuman repository. Our file: dinov2/dinov2_vitl14_reg4.safetensors (torch.hub key "
+    "names); also accepted: the transformers files of facebook/dinov2-with-registers-large (model.safetensors + "
+    "config.json) and torch.hub's dinov2_vitl14_reg4_pretrain.pth.",
+    tiny_weight_name="dinov2_vitl14_reg4.safetensors",
+))
+_add(ComponentSpec(
+    name="slat_flow",
+    title="structured-latent flow transformer",
+    subdir="SecondStage/ckpts/slat_flow",
+    stage=2,
+    weight_stems=_TRELLIS,
+    config_class="synchuman_core.stage2.slat_flow:SLatFlowConfig",
+    model_class="synchuman_core.stage2.slat_flow:SLatFlowModel",
+    approx_bytes=int(1.21 * _GB),
+    tiny_config=TINY_SLAT_FLOW,
+))
+_add(ComponentSpec(
+    name="mesh_decoder",
+    title="multiview-guided mesh decoder",
+    subdir="SecondStage/ckpts/decoder_Mesh",
+    stage=2,
+    weight_stems=_TRELLIS,
+    config_class="synchuman_core.stage2.decoders:SLatMeshDecoderConfig",
+    model_class="synchuman_core.stage2.decoders:SLatMeshDecoder",
+    approx_bytes=int(0.92 * _GB),
+    tiny_config=TINY_MESH_DECODER,
+))
+_add(ComponentSpec(
+    name="gs_decoder",
+    title="multiview-guided Gaussian decoder",
+    subdir="SecondStage/ckpts/decoder_GS",
+    stage=2,
+    weight_stems=_TRELLIS,
+    config_class="synchuman_core.stage2.decoders:SLatGaussianDecoderConfig",
+    model_class="synchuman_core.stage2.decoders:SLatGaussianDecoder",
+    approx_bytes=int(0.91 * _GB),
+    tiny_config=TINY_GS_DECODER,
+))
+_add(ComponentSpec(
+    name="pipeline_stage2",
+    title="stage-2 pipeline settings (sampler, latent normalisation)",
+    subdir="SecondStage",
+    stage=2,
+    config_file="pipeline.json",
+    approx_bytes=2_000,
+    tiny_config=OFFICIAL_STAGE2_PIPELINE,
+))
+
+STAGE1 = ("joint", "structure_decoder", "vae", "image_encoder", "feature_extractor", "pipeline_stage1", "dinov2")
+STAGE2 = ("slat_flow", "mesh_decoder", "gs_decoder", "pipeline_stage2", "dinov2")
+# What "everything needed to run" means (the text encoder only when prompt embeddings are recomputed).
+DEFAULT_COMPONENTS = tuple(dict.fromkeys(STAGE1 + STAGE2))
+MODEL_COMPONENTS = tuple(n for n, s in COMPONENTS.items() if s.is_module)
+
+
+def get_spec(name: str | ComponentSpec) -> ComponentSpec:
+    if isinstance(name, ComponentSpec):
+        return name
+    try:
+        return COMPONENTS[name]
+    except KeyError:
+        raise ConfigError(f"unknown SyncHuman component {name!r}; known: {', '.join(COMPONENTS)}") from None

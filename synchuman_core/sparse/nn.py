@@ -1,0 +1,124 @@
+"""Per-voxel sparse layers: linear, activations, group / layer norms (TRELLIS names and parameter keys).
+
+Every layer takes and returns a :class:`SparseTensor`; coordinates and caches pass through untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tensor import SparseTensor
+
+__all__ = [
+    "SparseGELU",
+    "SparseGroupNorm",
+    "SparseGroupNorm32",
+    "SparseLayerNorm",
+    "SparseLayerNorm32",
+    "SparseLinear",
+    "SparseReLU",
+    "SparseSiLU",
+]
+
+
+class SparseLinear(nn.Linear):
+    """``nn.Linear`` on every voxel: ``feats [N, in] -> [N, out]``. Keys ``weight [out, in]``, ``bias [out]``."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return x.replace(F.linear(x.feats, self.weight, self.bias))
+
+
+class SparseReLU(nn.ReLU):
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return x.replace(F.relu(x.feats))
+
+
+class SparseSiLU(nn.SiLU):
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return x.replace(F.silu(x.feats))
+
+
+class SparseGELU(nn.GELU):
+    """GELU on every voxel (``approximate="tanh"`` in the TRELLIS feed-forward nets)."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        return x.replace(F.gelu(x.feats, approximate=self.approximate))
+
+
+def _group_norm_rows(
+    x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+) -> torch.Tensor:
+    """GroupNorm of one batch item whose voxels are rows: ``x [n, C] -> [n, C]``.
+
+    Statistics are taken over all voxels of the item and the channels of a group (biased variance),
+    exactly what ``nn.GroupNorm`` does on the ``[1, C, n]`` view TRELLIS builds.
+    """
+    n, c = x.shape
+    xv = x.view(n, groups, c // groups)
+    var, mean = torch.var_mean(xv, dim=(0, 2), correction=0, keepdim=True)  # [1, G, 1]
+    y = (xv - mean).mul_(torch.rsqrt(var + eps)).view(n, c)
+    if weight is not None:
+        y.mul_(weight)
+    if bias is not None:
+        y.add_(bias)
+    return y
+
+
+class SparseGroupNorm(nn.GroupNorm):
+    """GroupNorm over the voxels of each batch item separately (TRELLIS ``SparseGroupNorm``).
+
+    Keys ``weight [C]``, ``bias [C]`` (when affine). ``feats [N, C] -> [N, C]``.
+    """
+
+    def _compute_dtype(self, x: SparseTensor) -> torch.dtype:
+        return x.dtype
+
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        feats = x.feats
+        if feats.ndim != 2 or feats.shape[1] != self.num_channels:
+            raise ValueError(f"{type(self).__name__}({self.num_channels}) got feats {tuple(feats.shape)}")
+        ct = self._compute_dtype(x)
+        w = None if self.weight is None else self.weight.to(ct)
+        b = None if self.bias is None else self.bias.to(ct)
+        if x.batch_size == 1:
+            out = _group_norm_rows(feats.to(ct), self.num_groups, w, b, self.eps)
+        else:
+            out = torch.empty(feats.shape, dtype=ct, device=feats.device)
+            for sl in x.layout:
+                if sl.stop > sl.start:
+                    out[sl] = _group_norm_rows(feats[sl].to(ct), self.num_groups, w, b, self.eps)
+        return x.replace(out.to(x.dtype))
+
+
+class SparseGroupNorm32(SparseGroupNorm):
+    """:class:`SparseGroupNorm` computed in fp32 (input, weight and bias upcast), output in the input dtype."""
+
+    def _compute_dtype(self, x: SparseTensor) -> torch.dtype:
+        return torch.promote_types(x.dtype, torch.float32)
+
+
+class SparseLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of every voxel: ``feats [N, C] -> [N, C]``.
+
+    (TRELLIS's own ``SparseLayerNorm`` applies ``nn.LayerNorm(C)`` to a ``[1, C, n]`` view, which only
+    runs when ``n == C``; no shipped model uses it. This is the per-voxel channel norm.)
+    """
+
+    def _compute_dtype(self, x: SparseTensor) -> torch.dtype:
+        return x.dtype
+
+    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
+        ct = self._compute_dtype(x)
+        w = None if self.weight is None else self.weight.to(ct)
+        b = None if self.bias is None else self.bias.to(ct)
+        y = F.layer_norm(x.feats.to(ct), self.normalized_shape, w, b, self.eps)
+        return x.replace(y.to(x.dtype))
+
+
+class SparseLayerNorm32(SparseLayerNorm):
+    """:class:`SparseLayerNorm` computed in fp32, output in the input dtype."""
+
+    def _compute_dtype(self, x: SparseTensor) -> torch.dtype:
+        return torch.promote_types(x.dtype, torch.float32)

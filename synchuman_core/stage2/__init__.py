@@ -1,0 +1,1 @@
+"""Stage 2: structured-latent flow, multiview feature injection, mesh and Gaussian decoders."""
