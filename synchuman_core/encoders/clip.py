@@ -47,11 +47,12 @@ logger = logging.getLogger(__name__)
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# Keys of transformers config.json files that carry no architecture information.
+# Keys of transformers config.json files that carry no architecture information (``dropout`` is a 4.x
+# key that 5.x dropped; dropout is inactive at inference anyway).
 _META_KEYS = frozenset(
     {
         "_name_or_path", "architectures", "torch_dtype", "dtype", "transformers_version", "model_type",
-        "_commit_hash", "_attn_implementation_autoset", "initializer_factor", "initializer_range",
+        "_commit_hash", "_attn_implementation_autoset", "initializer_factor", "initializer_range", "dropout",
     }
 )
 

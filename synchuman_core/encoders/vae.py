@@ -130,12 +130,13 @@ def vae_decode(
 
 def _tiled_decode(vae: nn.Module, z: torch.Tensor, tile_size: int) -> torch.Tensor:
     """diffusers ``tiled_decode`` with tiles of ``tile_size`` pixels (restores the VAE's settings)."""
-    if tile_size < 64 or tile_size % 8:
-        raise ValueError(f"tile_size must be a multiple of 8 and >= 64, got {tile_size}")
+    if tile_size < 64 or tile_size % 64:
+        raise ValueError(f"tile_size must be a multiple of 64 pixels, got {tile_size}")
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)  # pixels per latent (8 for SD)
     saved = (vae.tile_sample_min_size, vae.tile_latent_min_size)
     try:
         vae.tile_sample_min_size = tile_size
-        vae.tile_latent_min_size = tile_size // 8
+        vae.tile_latent_min_size = tile_size // factor
         return vae.tiled_decode(z).sample
     finally:
         vae.tile_sample_min_size, vae.tile_latent_min_size = saved

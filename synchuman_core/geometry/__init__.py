@@ -1,0 +1,46 @@
+"""Mesh geometry: rasteriser, cameras of the SyncHuman views, clean-up, UV unwrapping, texture baking.
+
+``flexicubes`` (surface extraction) lives here too and is imported from its own module.
+"""
+
+from .bake import BakeSettings, bake_texture, bake_vertex_colors, pull_push_fill, refine_texture
+from .cameras import (
+    OrthoCamera,
+    body_view_camera,
+    face_view_camera,
+    generated_to_true_orientation,
+    mirrored_generated_views,
+    true_to_generated_orientation,
+)
+from .cleanup import CleanupSettings, cleanup_mesh
+from .mesh import TexturedMesh
+from .raster import Rasterization, interpolate, rasterize
+from .render import RenderedViews, render_generated_views, render_mesh
+from .uv import unwrap_uv
+from .views import BakeView, views_from_generated
+
+__all__ = [
+    "BakeSettings",
+    "BakeView",
+    "CleanupSettings",
+    "OrthoCamera",
+    "Rasterization",
+    "RenderedViews",
+    "TexturedMesh",
+    "bake_texture",
+    "bake_vertex_colors",
+    "body_view_camera",
+    "cleanup_mesh",
+    "face_view_camera",
+    "generated_to_true_orientation",
+    "interpolate",
+    "mirrored_generated_views",
+    "pull_push_fill",
+    "rasterize",
+    "refine_texture",
+    "render_generated_views",
+    "render_mesh",
+    "true_to_generated_orientation",
+    "unwrap_uv",
+    "views_from_generated",
+]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .mesh import mesh_edges, vertex_normals
+from .mesh import mesh_edges, welded_vertex_normals
 from .raster import Rasterization, interpolate, rasterize
 from .views import BakeView
 
@@ -204,7 +204,7 @@ def bake_vertex_colors(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Per-vertex colors ``[V, 3]`` from the views (the fast path without UVs or a texture)."""
     s = settings or BakeSettings()
-    vn = vertex_normals(vertices, faces)
+    vn = welded_vertex_normals(vertices, faces)
     csum, wsum = project_views(vertices, vn, vertices, faces, views, s)
     seen = wsum > 1e-8
     colors = torch.zeros_like(vertices)
@@ -252,7 +252,7 @@ def bake_texture(
     node, edges = _welded_edges(vertices, faces)
     if views:
         pos = (bary[:, :, None] * vertices[faces[tri]]).sum(dim=1)  # [N, 3]
-        vn = vertex_normals(vertices, faces)
+        vn = welded_vertex_normals(vertices, faces)
         nrm = F.normalize((bary[:, :, None] * vn[faces[tri]]).sum(dim=1), dim=-1)
         csum, wsum = project_views(pos, nrm, vertices, faces, views, s)
         seen = wsum > 1e-8
@@ -332,21 +332,25 @@ def refine_texture(
             targets.append((grid, target, float(view.weight)))
         if not targets:
             return texture
+        total_w = sum(wt for _, _, wt in targets)
+        # one lookup for all views: per-pixel weights make each view's term a mean, weighted by the view
+        grid = torch.cat([g for g, _, _ in targets], dim=2)  # [1, 1, P, 2]
+        target = torch.cat([tg for _, tg, _ in targets], dim=0)  # [P, 3]
+        pix_w = torch.cat(
+            [torch.full((tg.shape[0],), wt / total_w / tg.shape[0], device=v.device) for _, tg, wt in targets]
+        )[:, None]
         param = texture.detach().clone().permute(2, 0, 1)[None].contiguous().requires_grad_(True)  # [1, 3, T, T]
         opt = torch.optim.Adam([param], lr=settings.opt_lr, betas=(0.5, 0.9))
         steps = settings.opt_steps
         lr_min = settings.opt_lr * 0.003
-        total_w = sum(wt for _, _, wt in targets)
         last_loss = float("nan")
         for step in range(steps):
             lr = lr_min + 0.5 * (settings.opt_lr - lr_min) * (1 + math.cos(math.pi * step / max(steps, 1)))
             for g in opt.param_groups:
                 g["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            loss = settings.opt_tv_weight * _tv_l1(param)
-            for grid, target, wt in targets:
-                render = F.grid_sample(param, grid, mode="bilinear", padding_mode="border", align_corners=False)
-                loss = loss + (wt / total_w) * (render[0, :, 0].T - target).abs().mean()
+            render = F.grid_sample(param, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            loss = settings.opt_tv_weight * _tv_l1(param) + ((render[0, :, 0].T - target).abs() * pix_w).sum()
             loss.backward()
             opt.step()
             last_loss = float(loss.detach())

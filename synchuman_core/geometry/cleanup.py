@@ -127,7 +127,9 @@ def visible_faces(
     """``[F]`` bool: faces that own at least one pixel in some orthographic view on the sphere."""
     seen = torch.zeros(faces.shape[0], dtype=torch.bool, device=faces.device)
     for cam in sphere_cameras(views):
-        rast = rasterize(cam.project(vertices, resolution, resolution), faces, resolution, resolution)
+        rast = rasterize(
+            cam.project(vertices, resolution, resolution), faces, resolution, resolution, cull_backfaces=True
+        )
         t = rast.tri_id[rast.tri_id >= 0]
         seen[t] = True
     return seen

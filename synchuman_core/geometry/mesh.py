@@ -29,6 +29,7 @@ __all__ = [
     "face_normals",
     "mesh_edges",
     "vertex_normals",
+    "welded_vertex_normals",
 ]
 
 
@@ -130,6 +131,13 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     for k in range(3):
         vn.index_add_(0, faces[:, k], fn)
     return torch.nn.functional.normalize(vn, dim=-1, eps=1e-20)
+
+
+def welded_vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Like :func:`vertex_normals`, but copies of a vertex at the same position (UV seams) share one
+    normal, so shading and bake weights show no seams."""
+    uniq, node = torch.unique(vertices, dim=0, return_inverse=True)
+    return vertex_normals(uniq, node[faces])[node]
 
 
 def mesh_edges(faces: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ def rasterize(
     width: int,
     *,
     max_candidates: int = 1 << 21,
+    cull_backfaces: bool = False,
 ) -> Rasterization:
     """Rasterise triangles given in screen space.
 
@@ -55,6 +56,9 @@ def rasterize(
         faces: ``[F, 3]`` int64 vertex indices. Both windings are drawn (no back-face culling).
         height, width: output size.
         max_candidates: upper bound on (triangle, pixel) pairs evaluated at once (memory knob).
+        cull_backfaces: skip triangles whose counter-clockwise side (as seen by a camera whose image rows
+            grow downwards, i.e. the outside of a mesh from :class:`OrthoCamera`) faces away. Halves the
+            work for closed meshes.
     """
     device = screen.device
     screen = screen.to(torch.float32)
@@ -79,6 +83,8 @@ def rasterize(
     ex2, ey2 = xs[:, 2] - xs[:, 0], ys[:, 2] - ys[:, 0]
     area = ex1 * ey2 - ey1 * ex2  # [F] twice the signed area
     keep = (c0 <= c1) & (r0 <= r1) & (area.abs() > 1e-12) & torch.isfinite(area)
+    if cull_backfaces:
+        keep &= area < 0  # rows point down, so outward-facing CCW triangles have negative screen area
     ids = torch.nonzero(keep).squeeze(1)
     if ids.numel() == 0:
         return empty

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .cameras import NUM_BODY_VIEWS, OrthoCamera, body_view_camera, face_view_camera, true_to_generated_orientation
-from .mesh import TexturedMesh, vertex_normals
+from .mesh import TexturedMesh, welded_vertex_normals
 from .raster import interpolate, rasterize
 
 __all__ = ["RenderedViews", "render_generated_views", "render_mesh"]
@@ -35,7 +35,7 @@ def render_mesh(
         color = interpolate(mesh.vertex_colors.to(v.device), f, rast).permute(2, 0, 1)
     else:
         color = torch.full((3, height, width), 0.7, device=v.device)
-    nrm = F.normalize(interpolate(vertex_normals(v, f), f, rast), dim=-1).permute(2, 0, 1) * 0.5 + 0.5
+    nrm = F.normalize(interpolate(welded_vertex_normals(v, f), f, rast), dim=-1).permute(2, 0, 1) * 0.5 + 0.5
     color = torch.where(m[None], color, torch.full_like(color, background))
     nrm = torch.where(m[None], nrm, torch.full_like(nrm, background))
     return color, nrm, m

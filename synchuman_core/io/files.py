@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import re
 import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -156,14 +155,15 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[OrderedDict[str, T
         if end - start != expected or start < 0:
             raise _damaged(p, f"tensor {key!r} ({dtype_s} {list(shape)}) spans {end - start} bytes, expected {expected}")
         items.append((start, end, key, tuple(int(s) for s in shape), dtype))
-    for start, end, key, shape, dtype in sorted(items):
+    last_end = max((e for _, e, *_ in items), default=0)
+    for _start, end, key, *_ in sorted(items):
         if end > data_size:
             raise _damaged(
                 p,
                 f"tensor {key!r} ends at byte {8 + n + end} but the file has only {size} bytes "
-                f"(truncated; {8 + n + max(e for _, e, *_ in items) - size} bytes missing)",
+                f"(truncated; {8 + n + last_end - size} bytes missing)",
             )
-    for start, end, key, shape, dtype in items:  # header order
+    for *_, key, shape, dtype in items:  # header order
         out[key] = TensorInfo(shape, dtype, p)
     return out, dict(metadata)
 
@@ -412,7 +412,3 @@ def _torch_load_weights(f: Path) -> Mapping[str, Any]:
     if not isinstance(sd, Mapping):
         raise CheckpointError(f"{f} does not hold a state dict (found {type(sd).__name__}).")
     return sd
-
-
-def compile_patterns(patterns: Iterable[str]) -> list[re.Pattern[str]]:
-    return [re.compile(p) for p in patterns]

@@ -209,7 +209,8 @@ def _dinov2_files(spec: ComponentSpec, d: Path) -> ComponentFiles | None:
     if all((d / f).is_file() for f in DINOV2_HF_FILES):
         return ComponentFiles(spec, d, d / "config.json", WeightFiles(d, (d / "model.safetensors",)), "hf")
     if (d / DINOV2_HUB_PTH).is_file():
-        return ComponentFiles(spec, d, None, WeightFiles(d, (d / DINOV2_HUB_PTH,)), "hub_pth")
+        cfg = d / "config.json"
+        return ComponentFiles(spec, d, cfg if cfg.is_file() else None, WeightFiles(d, (d / DINOV2_HUB_PTH,)), "hub_pth")
     return None
 
 

@@ -238,3 +238,69 @@ TINY_TEXT_ENCODER = {
     "vocab_size": 49408,
 }
 
+
+TINY_MESH_DECODER = _tiny_decoder("SLatMeshDecoder", {"use_color": True})
+TINY_GS_DECODER = _tiny_decoder("SLatGaussianDecoder", _TINY_GS_REPRESENTATION)
+
+# ---------------------------------------------------------------------------------------------
+# Official settings files (values of the released checkpoint)
+# ---------------------------------------------------------------------------------------------
+
+# ckpts/OneStage/feature_extractor/preprocessor_config.json (CLIPImageProcessor, ARCHITECTURE §6.4)
+OFFICIAL_PREPROCESSOR_CONFIG: dict[str, Any] = {
+    "crop_size": {"height": 224, "width": 224},
+    "do_center_crop": True,
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_processor_type": "CLIPImageProcessor",
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"shortest_edge": 224},
+}
+
+# ckpts/OneStage/pipeline_config.json: view count and the sub-folder of each stage-1 part.
+OFFICIAL_STAGE1_PIPELINE: dict[str, Any] = {
+    "num_views": 5,
+    "metadata": {
+        "feature_extractor": {"class": "transformers.models.clip.image_processing_clip.CLIPImageProcessor",
+                              "subdir": "feature_extractor"},
+        "image_encoder": {"class": "transformers.models.clip.modeling_clip.CLIPVisionModelWithProjection",
+                          "subdir": "image_encoder"},
+        "text_encoder": {"class": "transformers.models.clip.modeling_clip.CLIPTextModel", "subdir": "text_encoder"},
+        "SyncHuman_2D3DCrossSpaceDiffusion": {
+            "class": "SyncHuman.models.OneStage.SyncHuman_2D3DCrossSpaceDiffusion.SyncHuman_2D3DCrossSpaceDiffusion",
+            "subdir": "SyncHuman_2D3DCrossSpaceDiffusion",
+        },
+        "vae": {"class": "diffusers.models.autoencoders.autoencoder_kl.AutoencoderKL", "subdir": "vae"},
+        "sparse_structure_decoder": {"class": "SyncHuman.models.OneStage.sparse_structure_vae.SparseStructureDecoder",
+                                     "subdir": "sparse_structure_decoder"},
+    },
+}
+
+# ckpts/SecondStage/pipeline.json: stage-2 sampler and SLat normalisation (ARCHITECTURE §5.2).
+OFFICIAL_STAGE2_PIPELINE: dict[str, Any] = {
+    "name": "SyncHumanTwoStagePipeline",
+    "args": {
+        "models": {
+            "slat_decoder_gs": "ckpts/decoder_GS",
+            "slat_decoder_mesh": "ckpts/decoder_Mesh",
+            "slat_flow_model": "ckpts/slat_flow",
+        },
+        "slat_sampler": {
+            "name": "FlowEulerGuidanceIntervalSampler",
+            "args": {"sigma_min": 1e-5},
+            "params": {"steps": 25, "cfg_strength": 5.0, "cfg_interval": [0.5, 1.0], "rescale_t": 3.0},
+        },
+        "slat_normalization": {
+            "mean": [-2.1687545776367188, -0.004347046371549368, -0.13352349400520325, -0.08418072760105133,
+                     -0.5271206498146057, 0.7238689064979553, -1.1414450407028198, 1.2039363384246826],
+            "std": [2.377650737762451, 2.386378288269043, 2.124418020248413, 2.1748552322387695,
+                    2.663944721221924, 2.371192216873169, 2.6217446327209473, 2.684523105621338],
+        },
+        "image_cond_model": "dinov2_vitl14_reg",
+    },
+}

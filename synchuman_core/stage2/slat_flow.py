@@ -151,7 +151,6 @@ class SLatFlowModel(nn.Module):
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(c, 6 * c, **kw))
         self.input_layer = SparseLinear(cfg.in_channels, c if io is None else io[0], **kw)
         self.input_blocks = nn.ModuleList()
-        self.out_blocks = nn.ModuleList()
         if io is not None:
             for chs, next_chs in zip(io, [*io[1:], c]):
                 self.input_blocks.extend(
@@ -166,6 +165,7 @@ class SLatFlowModel(nn.Module):
             )
             for _ in range(cfg.num_blocks)
         )
+        self.out_blocks = nn.ModuleList()  # registered after `blocks` (state-dict order)
         if io is not None:
             mult = 2 if cfg.use_skip_connection else 1
             for chs, prev_chs in zip(reversed(io), [c, *reversed(io[1:])]):

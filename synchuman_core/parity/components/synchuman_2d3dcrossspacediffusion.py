@@ -30,6 +30,8 @@ def build_model(fx: Fixture) -> SyncHumanJointModel:
     cfg = JointModelConfig.from_official(fx.config)
     with torch.device("meta"):
         model = SyncHumanJointModel(cfg)
+    # Uninitialised CPU storage (untouched pages cost no memory), then replaced tensor by tensor.
+    model.to_empty(device="cpu")
     fill_model(model, SEED)
     model.pos_emb = structure_pos_emb(cfg.structure)  # buffers keep their constructed value
     verify_checksums(model.state_dict(), fx.json("state_dict_checksums.json"))

@@ -1,0 +1,222 @@
+"""Tiny random-weight checkpoints in the official layout, for tests and demos.
+
+``python -m synchuman_core.io.tiny OUT_DIR`` writes every file of a SyncHuman model folder
+(``OUT_DIR/ckpts/OneStage/...``, ``OUT_DIR/ckpts/SecondStage/...``, ``OUT_DIR/dinov2/``,
+``OUT_DIR/prompt_embeds/``) with official-format configs holding tiny values
+(:mod:`.tiny_configs`), the official settings files, and safetensors weights drawn from our own
+modules built with those configs. Loading it goes through exactly the code path of the real
+checkpoint. Each component comes from its registry entry (:mod:`.registry`); components whose module
+is not importable are skipped and listed.
+
+Weights follow the fixture generator's rules (:func:`synchuman_core.parity.fixgen.gen_param`: seeded
+per key, ``z / sqrt(fan_in)`` for matrices, ``1 + 0.1 z`` for scales, ``0.1 z`` for biases), so outputs
+are finite and deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..parity.fixgen import gen_param
+from .layout import DINOV2_DIR, ModelFolder
+from .registry import COMPONENTS, DINOV2_HF_REPO_ID, HF_REPO_ID, ComponentSpec, get_spec
+from .tiny_configs import TINY_CROSS_DIM
+
+__all__ = ["TinyCheckpoint", "tiny_model", "write_tiny_checkpoint", "write_tiny_dinov2_hf", "write_tiny_hub", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TinyCheckpoint:
+    folder: ModelFolder
+    written: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    weight_bytes: int = 0
+
+
+@torch.no_grad()
+def fill_tiny(model: nn.Module, seed: int) -> nn.Module:
+    """Deterministic weights by the fixture rules; buffers keep their computed values."""
+    for k, p in model.named_parameters():
+        p.copy_(gen_param(k, list(p.shape), seed).to(p.dtype))
+    return model
+
+
+def tiny_model(name: str | ComponentSpec, seed: int = 0) -> tuple[nn.Module, Any]:
+    """Build component ``name`` from its tiny config on CPU with deterministic weights: ``(model, config)``."""
+    spec = get_spec(name)
+    if spec.tiny_config is None:
+        raise ValueError(f"component {spec.name!r} has no tiny config")
+    reader, cls = spec.resolve()
+    cfg = reader(spec.tiny_config)
+    model = cls(cfg)
+    return fill_tiny(model, seed).eval(), cfg
+
+
+def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def _save(sd: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> int:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata={"format": "pt", **(metadata or {})})
+    return path.stat().st_size
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def hf_dinov2_config(cfg: Any) -> dict[str, Any]:
+    """A transformers ``Dinov2WithRegistersConfig`` dict for our DINOv2 config (as on the HF hub)."""
+    return {
+        "architectures": ["Dinov2WithRegistersModel"],
+        "model_type": "dinov2_with_registers",
+        "hidden_size": cfg.embed_dim,
+        "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads,
+        "mlp_ratio": cfg.mlp_ratio,
+        "patch_size": cfg.patch_size,
+        "image_size": cfg.img_size,
+        "num_register_tokens": cfg.num_register_tokens,
+        "num_channels": cfg.in_chans,
+        "qkv_bias": cfg.qkv_bias,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "hidden_act": "gelu",
+        "layerscale_value": 1.0,
+        "drop_path_rate": 0.0,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "use_swiglu_ffn": False,
+        "torch_dtype": "float32",
+    }
+
+
+def write_tiny_dinov2_hf(out_dir: str | Path, seed: int = 0) -> Path:
+    """The tiny DINOv2 in the transformers format of ``facebook/dinov2-with-registers-large``."""
+    from ..encoders.dinov2 import hub_to_hf_keys
+
+    out = Path(out_dir)
+    model, cfg = tiny_model("dinov2", seed)
+    _write_json(out / "config.json", hf_dinov2_config(cfg))
+    _save(hub_to_hf_keys(_state_dict(model)), out / "model.safetensors")
+    return out
+
+
+def _write_component(spec: ComponentSpec, mf: ModelFolder, seed: int, dinov2_format: str) -> int:
+    if spec.location == "dinov2":
+        d = mf.base / DINOV2_DIR
+        if dinov2_format == "hf":
+            write_tiny_dinov2_hf(d, seed)
+            return (d / "model.safetensors").stat().st_size
+        model, _ = tiny_model(spec, seed)
+        return _save(_state_dict(model), d / str(spec.default_weight_name()),
+                     {"config": json.dumps(spec.tiny_config)})
+    d = mf.path(spec.subdir)
+    if spec.config_file:
+        _write_json(d / spec.config_file, spec.tiny_config)
+    if not spec.is_module:
+        return 0
+    model, _ = tiny_model(spec, seed)
+    return _save(_state_dict(model), d / str(spec.default_weight_name()))
+
+
+def write_tiny_checkpoint(
+    out_dir: str | Path,
+    *,
+    components: Iterable[str] | None = None,
+    seed: int = 0,
+    flat: bool = False,
+    dinov2_format: str = "ours",
+    prompt_embeds: bool = True,
+) -> TinyCheckpoint:
+    """Write a tiny checkpoint to ``out_dir`` (HF snapshot layout ``ckpts/...``, or ``flat``: ``OneStage/...``).
+
+    ``components`` defaults to every registry entry with a tiny config (text encoder included);
+    ``dinov2_format``: ``"ours"`` (``dinov2/dinov2_vitl14_reg4.safetensors``) or ``"hf"`` (transformers
+    files). ``prompt_embeds`` writes a random prompt-embedding cache (``prompt_embeds/``).
+    """
+    base = Path(out_dir)
+    mf = ModelFolder(base, base if flat else base / "ckpts")
+    result = TinyCheckpoint(mf)
+    names = list(components) if components is not None else list(COMPONENTS)
+    for name in names:
+        spec = get_spec(name)
+        if spec.tiny_config is None:
+            result.skipped[name] = "no tiny config"
+            continue
+        if not spec.available():
+            result.skipped[name] = f"module {spec.model_class} not available"
+            continue
+        result.weight_bytes += _write_component(spec, mf, seed, dinov2_format)
+        result.written.append(name)
+    if prompt_embeds:
+        from .prompt_cache import save_prompt_embeds
+
+        g = torch.Generator().manual_seed(seed)
+        embeds = {d: torch.randn(5, 77, TINY_CROSS_DIM, generator=g).half() for d in ("normal", "color")}
+        save_prompt_embeds(mf, embeds, source="tiny random")
+        result.written.append("prompt_embeds")
+    for name, why in result.skipped.items():
+        logger.info("tiny checkpoint: skipped %s (%s)", name, why)
+    return result
+
+
+def write_tiny_hub(root: str | Path, seed: int = 0, components: Iterable[str] | None = None) -> dict[str, Path]:
+    """Local stand-ins of the two Hugging Face repositories (for download tests with the network mocked).
+
+    Returns ``{repo_id: folder}``: the SyncHuman repo (``ckpts/...`` + ``README.md``, no DINOv2, no prompt
+    cache) and the transformers DINOv2 repo.
+    """
+    root = Path(root)
+    sync = root / HF_REPO_ID.replace("/", "--")
+    names = [n for n in (components or COMPONENTS) if COMPONENTS[n].location == "ckpts"]
+    write_tiny_checkpoint(sync, components=names, seed=seed, prompt_embeds=False)
+    (sync / "README.md").write_text("---\nlicense: unknown\n---\n# tiny stand-in of the SyncHuman weights\n")
+    dino = write_tiny_dinov2_hf(root / DINOV2_HF_REPO_ID.replace("/", "--"), seed)
+    return {HF_REPO_ID: sync, DINOV2_HF_REPO_ID: dino}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m synchuman_core.io.tiny", description=__doc__.split("\n\n")[0])
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--flat", action="store_true", help="write OneStage/ and SecondStage/ without the ckpts/ level")
+    ap.add_argument("--dinov2-format", choices=("ours", "hf"), default="ours")
+    ap.add_argument("--components", default=None, help="comma-separated subset (default: all)")
+    ap.add_argument("--no-prompt-embeds", action="store_true")
+    ap.add_argument("--force", action="store_true", help="delete OUT_DIR first if it exists")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.out_dir.exists() and any(args.out_dir.iterdir()):
+        if not args.force:
+            sys.stderr.write(f"{args.out_dir} is not empty; use --force to replace it\n")
+            return 2
+        shutil.rmtree(args.out_dir)
+    comps = args.components.split(",") if args.components else None
+    res = write_tiny_checkpoint(args.out_dir, components=comps, seed=args.seed, flat=args.flat,
+                                dinov2_format=args.dinov2_format, prompt_embeds=not args.no_prompt_embeds)
+    sys.stdout.write(f"wrote {', '.join(res.written)} to {args.out_dir} ({res.weight_bytes / 1e6:.1f} MB of weights)\n")
+    if res.skipped:
+        sys.stdout.write("skipped: " + "; ".join(f"{k} ({v})" for k, v in res.skipped.items()) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
