@@ -77,6 +77,23 @@ def release_free_memory() -> None:
             pass
 
 
+def make_subdivided(res: int, coarse: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cubes of a solid ``coarse^3`` occupancy (voxels within one coarse voxel of the figure), each split
+    into its ``(res/coarse)^3`` children, as the decoder's two subdivisions produce."""
+    g = torch.Generator().manual_seed(seed)
+    k = res // coarse
+    grid = torch.stack(torch.meshgrid(*[torch.arange(coarse)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    occ = grid[human_sdf((grid.float() + 0.5) / coarse - 0.5) < 1.0 / coarse]
+    sub = torch.stack(torch.meshgrid(*[torch.arange(k)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    coords = (occ[:, None, :] * k + sub[None]).reshape(-1, 3).int()
+    n = coords.shape[0]
+    corners = coords[:, None, :].float() + torch.tensor(CUBE_CORNERS).float()
+    feats = torch.randn(n, 101, generator=g)
+    feats[:, 0:8] = human_sdf(corners / res - 0.5) * 2 + 1.0 / res
+    feats[:, 8:32] *= 0.3
+    return coords, feats
+
+
 class PeakRSS:
     """Peak resident set size (bytes) above the value at entry, sampled in a thread."""
 
@@ -111,21 +128,33 @@ def main() -> None:
     ap.add_argument("--res", type=int, default=256)
     ap.add_argument("--thickness", type=float, default=3.0, help="shell half-thickness in voxels")
     ap.add_argument("--solid", action="store_true", help="all cubes inside the figure (plus the shell outside)")
+    ap.add_argument(
+        "--decoder-like",
+        action="store_true",
+        help="what the mesh decoder emits: a solid 64^3 occupancy (plus one voxel) subdivided to 256^3 (64 children each)",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    coords, feats = make_shell(args.res, args.thickness, solid=args.solid)
-    print(f"res {args.res}, active cubes {coords.shape[0]:,}, input {feats.numel() * 4 / 2**20:.0f} MiB, "
-          f"threads {torch.get_num_threads()}")
+    if args.decoder_like:
+        coords, feats = make_subdivided(args.res)
+    else:
+        coords, feats = make_shell(args.res, args.thickness, solid=args.solid)
+    print(
+        f"res {args.res}, active cubes {coords.shape[0]:,}, input {feats.numel() * 4 / 2**20:.0f} MiB, "
+        f"threads {torch.get_num_threads()}"
+    )
     for i in range(args.repeat):
         with PeakRSS() as mem:
             t0 = time.perf_counter()
             mesh = sparse_features_to_mesh(coords, feats, res=args.res)
             dt = time.perf_counter() - t0
-        print(f"run {i}: {dt:.2f} s, peak RSS +{mem.increase / 2**20:.0f} MiB, "
-              f"{mesh.vertices.shape[0]:,} vertices, {mesh.faces.shape[0]:,} faces")
+        print(
+            f"run {i}: {dt:.2f} s, peak RSS +{mem.increase / 2**20:.0f} MiB, "
+            f"{mesh.vertices.shape[0]:,} vertices, {mesh.faces.shape[0]:,} faces"
+        )
         del mesh
 
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import manifest_path
 
 from synchuman_core.encoders.clip import (
     ClipImageEmbedder,
@@ -20,8 +21,6 @@ from synchuman_core.encoders.clip import (
 from synchuman_core.encoders.vae import build_vae, vae_decode, vae_encode
 from synchuman_core.errors import ConfigError, InputImageError
 from synchuman_core.io.state_dict import load_state_dict_strict
-
-from conftest import manifest_path
 
 transformers = pytest.importorskip("transformers")
 diffusers = pytest.importorskip("diffusers")
@@ -89,21 +88,46 @@ def _random_sd(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]
 
 
 TINY_VISION = {
-    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-    "image_size": 224, "patch_size": 32, "projection_dim": 16, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
-    "model_type": "clip_vision_model", "torch_dtype": "float16",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "image_size": 224,
+    "patch_size": 32,
+    "projection_dim": 16,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+    "model_type": "clip_vision_model",
+    "torch_dtype": "float16",
 }
 TINY_TEXT = {
-    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-    "vocab_size": 49408, "max_position_embeddings": 77, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
-    "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1, "projection_dim": 16,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "vocab_size": 49408,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+    "pad_token_id": 1,
+    "projection_dim": 16,
     "model_type": "clip_text_model",
 }
 TINY_VAE = {
-    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [32, 32],
-    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"], "in_channels": 3, "latent_channels": 4,
-    "layers_per_block": 1, "norm_num_groups": 32, "out_channels": 3, "sample_size": 64,
-    "scaling_factor": 0.18215, "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
+    "_class_name": "AutoencoderKL",
+    "act_fn": "silu",
+    "block_out_channels": [32, 32],
+    "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"],
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 64,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"],
 }
 
 
@@ -179,9 +203,11 @@ def test_clip_text_tiny_matches_transformers():
     materialize_buffers(enc)
     ref = transformers.CLIPTextModel(transformers.CLIPTextConfig(**TINY_TEXT)).eval()
     ref_keys = set(ref.state_dict())
-    ref_sd = sd if "text_model.final_layer_norm.weight" in ref_keys else {
-        k.removeprefix("text_model."): v for k, v in sd.items()
-    }
+    ref_sd = (
+        sd
+        if "text_model.final_layer_norm.weight" in ref_keys
+        else {k.removeprefix("text_model."): v for k, v in sd.items()}
+    )
     ref.load_state_dict(ref_sd, strict=True)
     ids = torch.randint(0, 49408, (3, 77))
     with torch.no_grad():
@@ -240,3 +266,24 @@ def test_vae_decode_matches_official_path(tiny_vae):
     tiled = vae_decode(tiny_vae, torch.randn(1, 4, 48, 48), tile_size=64)
     assert tiled.shape == (1, 3, 96, 96) and torch.isfinite(tiled).all()
     assert tiny_vae.tile_sample_min_size == 64 and tiny_vae.tile_latent_min_size == 32  # restored
+
+
+def test_state_dict_converters(tiny_vae):
+    from synchuman_core.encoders.clip import convert_clip_state_dict
+    from synchuman_core.encoders.vae import convert_vae_state_dict
+
+    model = build_clip_vision(TINY_VISION)
+    sd = _random_sd(model)
+    with_ids = {**sd, "vision_model.embeddings.position_ids": torch.arange(50)[None]}
+    load_state_dict_strict(model, convert_clip_state_dict(with_ids))
+    vae_sd = _random_sd(tiny_vae, 5)
+    names = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+    legacy = {}
+    for k, v in vae_sd.items():
+        for new, old in names.items():
+            k = k.replace(f".attentions.0.{new}.", f".attentions.0.{old}.")
+        legacy[k] = v
+    assert legacy.keys() != vae_sd.keys()
+    converted = convert_vae_state_dict(legacy)
+    assert converted.keys() == vae_sd.keys()
+    assert all(torch.equal(converted[k], vae_sd[k]) for k in vae_sd)

@@ -193,3 +193,36 @@ def test_fp16_module_keeps_dtypes(pair):
     assert cond.dtype == torch.float32 and torch.isfinite(cond).all()
     feats = m.multiview_features(torch.rand(2, 3, 40, 40), layers=[3], size=56)
     assert feats.dtype == torch.float16 and feats.shape == (2, 4, 4, 32)
+
+
+def test_pos_embed_interpolation_37_to_64_matches_transformers():
+    """The real grid sizes (518 -> 37x37 stored, 896 -> 64x64 used) with a narrow embedding."""
+    cfg = DINOv2Config(embed_dim=8, depth=1, num_heads=2, img_size=518)
+    sd = _random_hub_state_dict(cfg, seed=3)
+    with torch.device("meta"):
+        ours = DINOv2(cfg)
+    load_state_dict_strict(ours, sd)
+    hf = transformers.Dinov2WithRegistersModel(_hf_config(cfg))
+    hf.load_state_dict(hub_to_hf_keys(sd), strict=True)
+    tokens = torch.zeros(1, 1 + 64 * 64, 8)
+    ref = hf.embeddings.interpolate_pos_encoding(tokens, 896, 896)
+    mine = ours.interpolate_pos_encoding(64, 64, torch.float32)
+    assert mine.shape == (1, 1 + 4096, 8)
+    torch.testing.assert_close(mine, ref, atol=1e-6, rtol=0)
+    assert torch.equal(ours.interpolate_pos_encoding(37, 37, torch.float32), sd["pos_embed"])
+
+
+def test_from_state_dict_accepts_hub_and_transformers_keys(pair):
+    ours, hf, sd = pair
+    x = torch.randn(1, 3, 56, 56)
+    for source in (sd, hf.state_dict(), {"model": sd}):
+        m = DINOv2.from_state_dict(source, TINY)
+        assert not m.training and m.dtype == torch.float32
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), ours(x), atol=0, rtol=0)
+    half = DINOv2.from_state_dict(sd, TINY, dtype=torch.float16)
+    assert half.dtype == torch.float16
+    from synchuman_core.errors import StateDictMismatchError
+
+    with pytest.raises(StateDictMismatchError):
+        DINOv2.from_state_dict({k: v for k, v in sd.items() if k != "norm.weight"}, TINY)

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import fixture_dir
 
 from synchuman_core.geometry.flexicubes import (
     CUBE_CORNERS,
@@ -18,8 +19,6 @@ from synchuman_core.geometry.flexicubes import (
 from synchuman_core.parity import Fixture
 from synchuman_core.parity.components.flexicubes import compare_meshes
 from synchuman_core.parity.components.flexicubes import run as run_h
-
-from .conftest import fixture_dir
 
 
 def _crossing(case: int) -> set[int]:

@@ -82,7 +82,9 @@ def test_tessellated_square_has_no_cracks():
     xs = torch.linspace(4.0, 60.0, n)
     gy, gx = torch.meshgrid(xs, xs, indexing="ij")
     verts = torch.stack([gx.reshape(-1), gy.reshape(-1), torch.zeros(n * n)], dim=-1)
-    quads = [(i * n + j, i * n + j + 1, (i + 1) * n + j + 1, (i + 1) * n + j) for i in range(n - 1) for j in range(n - 1)]
+    quads = [
+        (i * n + j, i * n + j + 1, (i + 1) * n + j + 1, (i + 1) * n + j) for i in range(n - 1) for j in range(n - 1)
+    ]
     faces = torch.tensor([[a, b, c] for a, b, c, d in quads] + [[a, c, d] for a, b, c, d in quads])
     rast = rasterize(verts, faces, 64, 64)
     expected = torch.zeros(64, 64, dtype=torch.bool)

@@ -58,30 +58,29 @@ def test_every_available_component_loads_exactly(full_ckpt, name):
     _assert_same_weights(module, name, 3)
 
 
-def test_folder_layouts(tmp_path, full_ckpt):
+def test_folder_layouts(tmp_path):
     """ComfyUI models dir (snapshot dropped in / one sub-folder per checkpoint) and a plain flat folder."""
+    comps = [SMALL] + (["dinov2"] if get_spec("dinov2").available() else [])
+
     models = tmp_path / "models"
-    shutil.copytree(full_ckpt, models / "synchuman")
+    write_tiny_checkpoint(models / "synchuman", components=comps, seed=3, prompt_embeds=False)
     a = resolve_model_folder(models)
     assert a.ckpts == models / "synchuman" / "ckpts" and a.dinov2_dir == models / "synchuman" / "dinov2"
 
     models2 = tmp_path / "models2"
-    (models2 / "synchuman").mkdir(parents=True)
-    shutil.copytree(full_ckpt / "ckpts", models2 / "synchuman" / "SyncHuman" / "ckpts")
-    shutil.copytree(full_ckpt / "dinov2", models2 / "synchuman" / "dinov2")  # shared beside the checkpoints
+    write_tiny_checkpoint(models2 / "synchuman" / "SyncHuman", components=comps, seed=3, prompt_embeds=False)
+    shutil.move(models2 / "synchuman" / "SyncHuman" / "dinov2", models2 / "synchuman" / "dinov2")  # shared
     b = resolve_model_folder(models2)
     assert b.base == models2 / "synchuman" / "SyncHuman" and b.dinov2_dir == models2 / "synchuman" / "dinov2"
 
     plain = tmp_path / "plain"
-    shutil.copytree(full_ckpt / "ckpts", plain)  # OneStage/ and SecondStage/ directly
-    shutil.copytree(full_ckpt / "dinov2", plain / "dinov2")
+    write_tiny_checkpoint(plain, components=comps, seed=3, flat=True, prompt_embeds=False)  # OneStage/ directly
     c = resolve_model_folder(plain)
-    assert c.ckpts == plain
+    assert c.ckpts == plain and (plain / "OneStage").is_dir()
 
     for folder in (models, models2, plain):
-        _assert_same_weights(load_component(SMALL, folder), SMALL, 3)
-        if get_spec("dinov2").available():
-            _assert_same_weights(load_component("dinov2", folder), "dinov2", 3)
+        for name in comps:
+            _assert_same_weights(load_component(name, folder), name, 3)
 
 
 def test_not_a_model_folder(tmp_path):

@@ -10,6 +10,7 @@ from synchuman_core.errors import ConfigError
 from synchuman_core.sparse import (
     FP16_SPARSE_MODULE_TYPES,
     SparseConv3d,
+    SparseSubdivide,
     SparseTensor,
     dense_equivalent_weight,
     neighbour_map,
@@ -145,6 +146,25 @@ def test_state_dict_keys_and_layout_match_manifest():
             assert list(p.shape) == shape, key
     assert set(conv.state_dict()) == {"conv.weight", "conv.bias"}
     assert isinstance(conv.conv, FP16_SPARSE_MODULE_TYPES)
+
+
+@pytest.mark.parametrize("k,quirk", [(3, False), (1, True), (1, False), (5, False)])
+def test_conv_right_after_subdivision_uses_parents(k, quirk, monkeypatch):
+    monkeypatch.setattr(conv_mod, "_CHUNK_ELEMENTS", 64)  # several chunks per tap
+    x = _random_sparse([40, 0, 25], 4, res=5, offset=1)
+    sub = SparseSubdivide()(x)
+    assert sub.subdivided_from is x and sub._feats is None  # lazy
+    conv = _make_conv(4, 3, k)
+    conv.spconv_1x1_quirk = quirk
+    fast = conv(sub)
+    assert sub._feats is None or k == 5  # the parent path never materialises the children
+    plain = SparseTensor(sub.feats.clone(), sub.coords)  # same voxels, no parent link
+    assert plain.subdivided_from is None
+    torch.testing.assert_close(fast.feats, conv(plain).feats)
+    if k == 3:
+        torch.testing.assert_close(fast.feats, _dense_reference(plain, conv.conv.weight, conv.conv.bias))
+    # any new tensor drops the parent link
+    assert sub.replace(sub.feats * 1).subdivided_from is None
 
 
 def test_rejects_unsupported_kernels():

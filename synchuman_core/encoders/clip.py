@@ -37,6 +37,7 @@ __all__ = [
     "build_clip_vision",
     "clip_text_config",
     "clip_vision_config",
+    "convert_clip_state_dict",
     "float_images_to_uint8",
     "materialize_buffers",
     "noise_level_embedding",
@@ -51,8 +52,17 @@ CLIP_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 # key that 5.x dropped; dropout is inactive at inference anyway).
 _META_KEYS = frozenset(
     {
-        "_name_or_path", "architectures", "torch_dtype", "dtype", "transformers_version", "model_type",
-        "_commit_hash", "_attn_implementation_autoset", "initializer_factor", "initializer_range", "dropout",
+        "_name_or_path",
+        "architectures",
+        "torch_dtype",
+        "dtype",
+        "transformers_version",
+        "model_type",
+        "_commit_hash",
+        "_attn_implementation_autoset",
+        "initializer_factor",
+        "initializer_range",
+        "dropout",
     }
 )
 
@@ -146,6 +156,12 @@ def build_clip_text(official: Mapping, *, device=None, dtype: torch.dtype | None
     return _build_on_meta(factory, device, dtype)  # type: ignore[return-value]
 
 
+def convert_clip_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop ``*.embeddings.position_ids`` (a buffer older transformers saved; non-persistent now, and
+    always ``arange``) so strict loading accepts files written by any transformers version."""
+    return {k: v for k, v in state_dict.items() if not k.endswith("embeddings.position_ids")}
+
+
 @torch.no_grad()
 def materialize_buffers(model: nn.Module, device=None) -> nn.Module:
     """Recreate non-persistent buffers that loading cannot fill (CLIP ``position_ids`` = ``arange``).
@@ -205,9 +221,20 @@ class ClipImageProcessing:
     def from_official(cls, official: Mapping) -> ClipImageProcessing:
         """Read ``preprocessor_config.json`` (``CLIPImageProcessor``); ConfigError on unknown keys."""
         known = {
-            "crop_size", "do_center_crop", "do_convert_rgb", "do_normalize", "do_rescale", "do_resize",
-            "image_mean", "image_std", "image_processor_type", "feature_extractor_type", "resample",
-            "rescale_factor", "size", "processor_class",
+            "crop_size",
+            "do_center_crop",
+            "do_convert_rgb",
+            "do_normalize",
+            "do_rescale",
+            "do_resize",
+            "image_mean",
+            "image_std",
+            "image_processor_type",
+            "feature_extractor_type",
+            "resample",
+            "rescale_factor",
+            "size",
+            "processor_class",
         }
         unknown = sorted(set(official) - known)
         if unknown:
@@ -251,7 +278,6 @@ class ClipImageProcessing:
             if self.do_resize:
                 nh, nw = self.resize_size(h, w)
                 arr = np.asarray(Image.fromarray(arr, "RGB").resize((nw, nh), resample=self.resample))
-                h, w = nh, nw
             if self.do_center_crop:
                 arr = _center_crop(arr, self.crop_height, self.crop_width)
             x = arr.astype(np.float64)

@@ -106,11 +106,32 @@ class DINOv2Config:
     # Keys with no effect on inference with loaded weights.
     _HF_IGNORED = frozenset(
         {
-            "_name_or_path", "architectures", "model_type", "torch_dtype", "dtype", "transformers_version",
-            "initializer_range", "layerscale_value", "drop_path_rate", "out_features", "out_indices",
-            "stage_names", "apply_layernorm", "reshape_hidden_states", "intermediate_size", "id2label",
-            "label2id", "return_dict", "output_hidden_states", "output_attentions", "chunk_size_feed_forward",
-            "is_encoder_decoder", "problem_type", "tie_word_embeddings", "add_cross_attention", "is_decoder",
+            "_name_or_path",
+            "architectures",
+            "model_type",
+            "torch_dtype",
+            "dtype",
+            "transformers_version",
+            "initializer_range",
+            "layerscale_value",
+            "drop_path_rate",
+            "out_features",
+            "out_indices",
+            "stage_names",
+            "apply_layernorm",
+            "reshape_hidden_states",
+            "intermediate_size",
+            "id2label",
+            "label2id",
+            "return_dict",
+            "output_hidden_states",
+            "output_attentions",
+            "chunk_size_feed_forward",
+            "is_encoder_decoder",
+            "problem_type",
+            "tie_word_embeddings",
+            "add_cross_attention",
+            "is_decoder",
         }
     )
 
@@ -285,14 +306,31 @@ class DINOv2(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d, device=device, dtype=dtype))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.grid * cfg.grid + 1, d, device=device, dtype=dtype))
         if cfg.num_register_tokens:
-            self.register_tokens = nn.Parameter(
-                torch.zeros(1, cfg.num_register_tokens, d, device=device, dtype=dtype)
-            )
+            self.register_tokens = nn.Parameter(torch.zeros(1, cfg.num_register_tokens, d, device=device, dtype=dtype))
         else:
             self.register_tokens = None
         self.blocks = nn.ModuleList(Block(cfg, device=device, dtype=dtype) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps, device=device, dtype=dtype)
         self.mask_token = nn.Parameter(torch.zeros(1, d, device=device, dtype=dtype))  # training only; kept for keys
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        state_dict: Mapping[str, torch.Tensor],
+        config: DINOv2Config = DINOV2_VITL14_REG4,
+        *,
+        device=None,
+        dtype: torch.dtype | None = None,
+        source: str = "DINOv2 checkpoint",
+    ) -> DINOv2:
+        """Build on the meta device and load strictly (hub or transformers keys; see
+        :func:`convert_dinov2_state_dict`). Parameters get ``dtype`` (default fp32) on ``device`` (CPU)."""
+        from ..io.state_dict import load_state_dict_strict
+
+        with torch.device("meta"):
+            model = cls(config, dtype=dtype or torch.float32)
+        load_state_dict_strict(model, convert_dinov2_state_dict(state_dict), source=source, device=device)
+        return model.eval()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -589,4 +627,3 @@ def num_patches_for(size: int, patch_size: int = 14) -> int:
 def expected_tokens(config: DINOv2Config, size: int) -> int:
     """Tokens of ``x_prenorm`` for a square ``size`` image: 1 + registers + patches (518 -> 1374)."""
     return 1 + config.num_register_tokens + num_patches_for(size, config.patch_size)
-

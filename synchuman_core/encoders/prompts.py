@@ -162,8 +162,10 @@ def _word_pattern():
 class ClipBPETokenizer:
     """CLIP tokenizer: lower-cased, whitespace-collapsed text -> byte-level BPE ids.
 
-    Text cleaning is ``html.unescape`` + whitespace collapsing + lower-case (the reference also runs
-    ``ftfy.fix_text``, which changes nothing for plain text like our prompts).
+    Text cleaning is ``html.unescape`` + whitespace collapsing + lower-case (OpenAI's reference also runs
+    ``ftfy.fix_text``). Identical to transformers' ``CLIPTokenizer`` for plain ASCII text such as our
+    prompts; they differ on HTML entities / accents (transformers without ftfy cleans differently) and on
+    ``"!"``, which the SD-2.x tokenizer registers as its pad token and so encodes as id 0.
     """
 
     def __init__(self, merges: Sequence[tuple[str, str]], vocab: dict[str, int] | None = None) -> None:

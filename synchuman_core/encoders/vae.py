@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Mapping
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 from ..errors import ConfigError, InputImageError
 from .clip import float_images_to_uint8
 
-__all__ = ["VAE_SCALING_FACTOR", "build_vae", "vae_config", "vae_decode", "vae_encode"]
+__all__ = ["VAE_SCALING_FACTOR", "build_vae", "convert_vae_state_dict", "vae_config", "vae_decode", "vae_encode"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,20 @@ def build_vae(official: Mapping, *, device=None, dtype: torch.dtype | None = Non
     if device is not None and torch.device(device).type != "meta":
         vae.to_empty(device=device)
     return vae.eval()
+
+
+_LEGACY_ATTN = re.compile(r"^(.*\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
+_LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def convert_vae_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename legacy diffusers VAE attention keys (``query/key/value/proj_attn`` -> ``to_q/to_k/to_v/to_out.0``),
+    as diffusers' ``from_pretrained`` does; other keys pass unchanged."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state_dict.items():
+        m = _LEGACY_ATTN.match(k)
+        out[f"{m.group(1)}.{_LEGACY_NAMES[m.group(2)]}.{m.group(3)}" if m else k] = v
+    return out
 
 
 def _scaling_factor(vae: nn.Module) -> float:

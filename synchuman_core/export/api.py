@@ -20,7 +20,7 @@ from ..geometry.views import OFFICIAL_MASK_THRESHOLD, views_from_generated
 from .axes import UpAxis
 from .glb import write_glb
 from .obj import write_obj
-from .paths import resolve_output_path
+from .paths import check_output_target, resolve_output_path
 from .ply import write_ply
 
 __all__ = ["FORMATS", "ExportResult", "ExportSettings", "export_mesh", "save_mesh"]
@@ -154,6 +154,9 @@ def export_mesh(
             "color_mode 'texture' needs the generated color views (or vertex colors); pass views or use "
             "color_mode 'none' for geometry only"
         )
+
+    if output_dir is not None:
+        check_output_target(output_dir, filename, subfolder=subfolder)  # fail before minutes of work
 
     t0 = time.perf_counter()
     report("cleanup", 0.0)

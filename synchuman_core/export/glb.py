@@ -54,8 +54,16 @@ class _BinBuilder:
         self.views.append(entry)
         return len(self.views) - 1
 
-    def accessor(self, array: np.ndarray, type_: str, component: int, *, target: int, normalized: bool = False,
-                 minmax: bool = False) -> int:
+    def accessor(
+        self,
+        array: np.ndarray,
+        type_: str,
+        component: int,
+        *,
+        target: int,
+        normalized: bool = False,
+        minmax: bool = False,
+    ) -> int:
         array = np.ascontiguousarray(array)
         acc = {
             "bufferView": self.view(array.tobytes(), target),
@@ -86,7 +94,11 @@ def glb_bytes(mesh: TexturedMesh, *, up_axis: UpAxis = "y", name: str = "synchum
     }
     material: dict = {
         "name": name,
-        "pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0, "roughnessFactor": 1.0},
+        "pbrMetallicRoughness": {
+            "baseColorFactor": [1.0, 1.0, 1.0, 1.0],
+            "metallicFactor": 0.0,
+            "roughnessFactor": 1.0,
+        },
         "doubleSided": False,
     }
     gltf: dict = {"asset": {"version": "2.0", "generator": "ComfyUI-SyncHuman"}}
@@ -114,7 +126,9 @@ def glb_bytes(mesh: TexturedMesh, *, up_axis: UpAxis = "y", name: str = "synchum
             "scene": 0,
             "scenes": [{"nodes": [0]}],
             "nodes": [{"mesh": 0, "name": name}],
-            "meshes": [{"name": name, "primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}],
+            "meshes": [
+                {"name": name, "primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}
+            ],
             "materials": [material],
             "accessors": b.accessors,
             "bufferViews": b.views,

@@ -299,6 +299,27 @@ def _tv_l1(tex: torch.Tensor) -> torch.Tensor:
     return (tex[..., 1:, :] - tex[..., :-1, :]).abs().mean() + (tex[..., :, 1:] - tex[..., :, :-1]).abs().mean()
 
 
+class _Adam:
+    """Adam for one tensor (``torch.optim.Adam`` imports ``torch._dynamo`` on first use: seconds on CPU)."""
+
+    def __init__(self, param: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param, self.b1, self.b2, self.eps = param, betas[0], betas[1], eps
+        self.m = torch.zeros_like(param)
+        self.v = torch.zeros_like(param)
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        g = self.param.grad
+        self.t += 1
+        self.m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+        self.v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+        bc1 = 1 - self.b1**self.t
+        bc2 = 1 - self.b2**self.t
+        denom = (self.v / bc2).sqrt_().add_(self.eps)
+        self.param.addcdiv_(self.m, denom, value=-lr / bc1)
+
+
 def refine_texture(
     texture: torch.Tensor,
     vertices: torch.Tensor,
@@ -340,19 +361,17 @@ def refine_texture(
             [torch.full((tg.shape[0],), wt / total_w / tg.shape[0], device=v.device) for _, tg, wt in targets]
         )[:, None]
         param = texture.detach().clone().permute(2, 0, 1)[None].contiguous().requires_grad_(True)  # [1, 3, T, T]
-        opt = torch.optim.Adam([param], lr=settings.opt_lr, betas=(0.5, 0.9))
+        adam = _Adam(param, betas=(0.5, 0.9))
         steps = settings.opt_steps
         lr_min = settings.opt_lr * 0.003
         last_loss = float("nan")
         for step in range(steps):
             lr = lr_min + 0.5 * (settings.opt_lr - lr_min) * (1 + math.cos(math.pi * step / max(steps, 1)))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            opt.zero_grad(set_to_none=True)
+            param.grad = None
             render = F.grid_sample(param, grid, mode="bilinear", padding_mode="border", align_corners=False)
             loss = settings.opt_tv_weight * _tv_l1(param) + ((render[0, :, 0].T - target).abs() * pix_w).sum()
             loss.backward()
-            opt.step()
+            adam.step(lr)
             last_loss = float(loss.detach())
             if progress is not None and (step + 1) % 25 == 0:
                 progress(step + 1, steps)

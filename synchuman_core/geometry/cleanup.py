@@ -52,7 +52,9 @@ class CleanupSettings:
 
     def validate(self) -> None:
         if not 0.0 <= self.decimate_ratio < 1.0:
-            raise ConfigError(f"decimate_ratio must be in [0, 1) (fraction of faces removed), got {self.decimate_ratio}")
+            raise ConfigError(
+                f"decimate_ratio must be in [0, 1) (fraction of faces removed), got {self.decimate_ratio}"
+            )
         if self.target_faces is not None and self.target_faces < 4:
             raise ConfigError(f"target_faces must be at least 4 (or None), got {self.target_faces}")
         if not 0.0 <= self.floater_min_fraction < 1.0:

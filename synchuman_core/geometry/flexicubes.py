@@ -440,7 +440,7 @@ def _quads_to_triangles(
     """
     dev = cube_keys.device
     out = []
-    for axis, (k_own, (pa, pb), first_corner) in _AXIS_EDGE.items():
+    for k_own, (pa, pb), first_corner in _AXIS_EDGE.values():
         owner_vd = vd_map[:, k_own]
         sel = (owner_vd >= 0) & (cxyz[:, pa] >= 1) & (cxyz[:, pb] >= 1)
         own = sel.nonzero().squeeze(1)

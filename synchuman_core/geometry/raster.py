@@ -100,9 +100,7 @@ def rasterize(
     for k in torch.unique(key).tolist():
         sel = torch.nonzero(key == k).squeeze(1)
         sw, sh = 1 << (k // 64), 1 << (k % 64)
-        dy, dx = torch.meshgrid(
-            torch.arange(sh, device=device), torch.arange(sw, device=device), indexing="ij"
-        )
+        dy, dx = torch.meshgrid(torch.arange(sh, device=device), torch.arange(sw, device=device), indexing="ij")
         dx, dy = dx.reshape(1, -1), dy.reshape(1, -1)  # [1, S]
         per_chunk = max(1, max_candidates // (sw * sh))
         for start in range(0, sel.numel(), per_chunk):

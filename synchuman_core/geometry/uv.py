@@ -41,7 +41,10 @@ def unwrap_uv(
     atlas.generate(chart_opts, pack_opts)
     vmap, idx, uvs = atlas.get_mesh(0)
     logger.info(
-        "xatlas: %d charts, atlas %dx%d, utilization %.2f", atlas.chart_count, atlas.width, atlas.height,
+        "xatlas: %d charts, atlas %dx%d, utilization %.2f",
+        atlas.chart_count,
+        atlas.width,
+        atlas.height,
         float(np.mean(atlas.utilization)),
     )
     vmap_t = torch.from_numpy(vmap.astype(np.int64))

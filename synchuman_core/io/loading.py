@@ -89,11 +89,10 @@ def empty_weights() -> Iterator[None]:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
-def build_empty(spec: ComponentSpec, config: Any, dtype: torch.dtype | None = None) -> nn.Module:
-    """Instantiate ``spec``'s model class for ``config`` with meta parameters."""
-    _, cls = spec.resolve()
+def build_empty(spec: ComponentSpec, official: dict[str, Any], dtype: torch.dtype | None = None) -> nn.Module:
+    """Instantiate ``spec``'s module for the config.json contents ``official`` with meta parameters."""
     with empty_weights():
-        return cls(config, device=None, dtype=dtype)
+        return spec.build(official, dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,32 +218,36 @@ def _dinov2_files(spec: ComponentSpec, d: Path) -> ComponentFiles | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_config(cf: ComponentFiles) -> Any:
-    reader, _ = cf.spec.resolve()
+def _read_config(cf: ComponentFiles) -> dict[str, Any]:
+    """The config.json contents of a component (validated by its config reader)."""
     if cf.spec.location == "dinov2":
-        return _dinov2_config(cf)
-    assert cf.config is not None
-    data = read_json(cf.config)
+        data = _dinov2_config(cf)
+        source: Path | str = cf.weights.files[0] if cf.weights is not None else cf.folder
+    else:
+        assert cf.config is not None
+        data, source = read_json(cf.config), cf.config
     try:
-        return reader(data)
+        cf.spec.read_config(data)
     except ConfigError as e:
-        raise ConfigError(f"{cf.config}: {e}") from e
+        raise ConfigError(f"{source}: {e}") from e
+    return data
 
 
-def _dinov2_config(cf: ComponentFiles) -> Any:
+def _dinov2_config(cf: ComponentFiles) -> dict[str, Any]:
     """Architecture of a DINOv2 file: the ``config`` entry of our file's safetensors metadata, else a
-    ``config.json`` beside it (ours or transformers'), else the ViT-L/14-reg4 default."""
-    reader, _ = cf.spec.resolve()
+    ``config.json`` beside it (ours or transformers'), else ``{}`` (the ViT-L/14-reg4 default)."""
     if cf.fmt == "ours" and cf.weights is not None and cf.weights.fmt == "safetensors":
         _, meta = read_safetensors_header(cf.weights.files[0])
         if "config" in meta:
             try:
-                return reader(json.loads(meta["config"]))
+                data = json.loads(meta["config"])
             except json.JSONDecodeError:
                 raise CheckpointError(f"{cf.weights.files[0]}: the 'config' metadata is not valid JSON") from None
+            if isinstance(data, dict):
+                return data
     if cf.config is not None:
-        return reader(read_json(cf.config))
-    return reader({})
+        return read_json(cf.config)
+    return {}
 
 
 def _header_entries(spec: ComponentSpec, reader: WeightReader) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -288,11 +291,12 @@ def load_component(
     spec = get_spec(name)
     if not spec.is_module:
         raise ConfigError(f"{spec.name!r} is a settings file, not a model; read it with read_component_json()")
+    if not spec.available():
+        raise ConfigError(f"component {spec.name!r} is not implemented in this version of synchuman_core")
     mf = resolve_model_folder(folder)
     cf, _ = component_files(spec, mf)
     assert cf.weights is not None
-    config = _read_config(cf)
-    module = build_empty(spec, config, dtype)
+    module = build_empty(spec, _read_config(cf), dtype)
     target = torch.device(device) if device is not None else torch.device("cpu")
     with WeightReader(cf.weights) as reader:
         source = cf.weights.describe()
@@ -311,7 +315,8 @@ def load_component(
 
 
 def _finish(module: nn.Module, device: torch.device, spec: ComponentSpec) -> None:
-    """Move the computed (non-persistent) buffers to ``device``; eval mode, no grad."""
+    """Recreate/move the non-persistent buffers on ``device``; eval mode, no grad."""
+    spec.finish(module, device)
     for mod in module.modules():
         for bname, buf in list(mod._buffers.items()):
             if buf is not None and buf.device != device and buf.device.type != "meta":
@@ -375,6 +380,7 @@ class SyncHumanModels:
         self.dtype = dtype
         self.dtypes = dict(dtypes or {})
         self._modules: dict[str, nn.Module] = {}
+        self._prompts: dict[str, torch.Tensor] | None = None
 
     def get(self, name: str) -> nn.Module:
         if name not in self.COMPONENTS:
@@ -396,6 +402,7 @@ class SyncHumanModels:
         """Forget one component (or all) so that its memory can be freed."""
         if name is None:
             self._modules.clear()
+            self._prompts = None
         else:
             self._modules.pop(name, None)
 
@@ -404,6 +411,14 @@ class SyncHumanModels:
         from .verify import verify_model_folder
 
         return verify_model_folder(self.folder, names)
+
+    def prompt_embeds(self) -> dict[str, torch.Tensor]:
+        """The stage-1 view-prompt embeddings ``{"normal", "color"}`` ``[5, 77, D]`` (see :mod:`.prompt_cache`)."""
+        if self._prompts is None:
+            from .prompt_cache import load_prompt_embeds
+
+            self._prompts = load_prompt_embeds(self.folder, self.device)
+        return self._prompts
 
     def settings(self, name: str) -> dict[str, Any]:
         return read_component_json(name, self.folder)

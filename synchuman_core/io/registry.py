@@ -67,6 +67,9 @@ class ComponentSpec:
     ``ckpts/``); ``location="dinov2"`` places the files in ``<root>/dinov2/`` instead.
     ``weight_stems``: weight file stems, searched as safetensors (single or sharded) and, when
     ``allow_bin``, as ``.bin``. ``files``: other files that must exist (besides ``config_file``).
+    The module is built either by ``model_class(config_class.from_official(json), device=, dtype=)``
+    or by ``builder(json, device=, dtype=)``; ``post_load(module, device)`` runs after the weights are
+    in (recreating non-persistent buffers that a meta build leaves empty).
     ``drop_keys``/``rename_keys``: regular expressions over file keys for keys that the official
     loader drops or renames (each documented on the entry); nothing else is tolerated.
     """
@@ -81,6 +84,8 @@ class ComponentSpec:
     files: tuple[str, ...] = ()
     config_class: str | None = None
     model_class: str | None = None
+    builder: str | None = None
+    post_load: str | None = None
     optional: bool = False
     location: str = "ckpts"
     drop_keys: tuple[str, ...] = ()
@@ -98,7 +103,7 @@ class ComponentSpec:
 
     @property
     def is_module(self) -> bool:
-        return self.model_class is not None
+        return self.model_class is not None or self.builder is not None
 
     def weight_names(self) -> list[str]:
         return weight_candidates(self.weight_stems, allow_bin=self.allow_bin) if self.weight_stems else []
@@ -141,12 +146,16 @@ class ComponentSpec:
         return out
 
     # -- classes -----------------------------------------------------------------------------
+    def _paths(self) -> list[str]:
+        return [p for p in (self.config_class, self.model_class, self.builder, self.post_load) if p]
+
     def available(self) -> bool:
-        """True if this component's config and model classes import."""
+        """True if everything this entry names imports (the module may not be written yet)."""
         if not self.is_module:
             return True
         try:
-            self.resolve()
+            for p in self._paths():
+                import_object(p)
         except ModuleNotFoundError as e:
             if e.name and e.name.startswith("synchuman_core"):
                 return False
@@ -155,13 +164,25 @@ class ComponentSpec:
             return False
         return True
 
-    def resolve(self) -> tuple[Callable[[dict[str, Any]], Any], type]:
-        """``(config_reader, model_class)``; ``config_reader(json_dict)`` returns the typed config."""
-        if self.model_class is None or self.config_class is None:
-            raise ConfigError(f"component {self.name!r} has no model class")
+    def read_config(self, official: dict[str, Any]) -> Any:
+        """The typed config for ``official`` (config.json contents); builders validate their own."""
+        if self.config_class is None:
+            return official
         cfg = import_object(self.config_class)
-        reader = cfg.from_official if hasattr(cfg, "from_official") else cfg
-        return reader, import_object(self.model_class)
+        return cfg.from_official(official) if hasattr(cfg, "from_official") else cfg(official)
+
+    def build(self, official: dict[str, Any], *, device: Any = None, dtype: Any = None) -> Any:
+        """Instantiate the module for the config.json contents ``official``."""
+        if self.builder is not None:
+            return import_object(self.builder)(official, device=device, dtype=dtype)
+        if self.model_class is None:
+            raise ConfigError(f"component {self.name!r} is a settings file, not a model")
+        return import_object(self.model_class)(self.read_config(official), device=device, dtype=dtype)
+
+    def finish(self, module: Any, device: Any) -> None:
+        """Run ``post_load`` (if any) on a loaded module."""
+        if self.post_load is not None:
+            import_object(self.post_load)(module, device)
 
     # -- key maps ----------------------------------------------------------------------------
     def map_keys(self, file_keys: Iterable[str]) -> tuple[dict[str, str], list[str]]:
@@ -225,8 +246,7 @@ _add(ComponentSpec(
     stage=1,
     weight_stems=_DIFFUSERS,
     allow_bin=True,
-    config_class="synchuman_core.encoders.vae:VAEConfig",
-    model_class="synchuman_core.encoders.vae:VAE",
+    builder="synchuman_core.encoders.vae:build_vae",
     approx_bytes=int(0.17 * _GB),
     # diffusers' _convert_deprecated_attention_blocks: old mid-block attention names -> new names.
     rename_keys=(
@@ -245,8 +265,8 @@ _add(ComponentSpec(
     stage=1,
     weight_stems=_TRANSFORMERS,
     allow_bin=True,
-    config_class="synchuman_core.encoders.clip:CLIPVisionConfig",
-    model_class="synchuman_core.encoders.clip:CLIPVisionEncoder",
+    builder="synchuman_core.encoders.clip:build_clip_vision",
+    post_load="synchuman_core.encoders.clip:materialize_buffers",
     approx_bytes=int(1.26 * _GB),
     # position_ids became a non-persistent buffer in transformers 4.31; older files still carry it.
     drop_keys=(r"vision_model\.embeddings\.position_ids",),
@@ -269,8 +289,8 @@ _add(ComponentSpec(
     stage=1,
     weight_stems=_TRANSFORMERS,
     allow_bin=True,
-    config_class="synchuman_core.encoders.clip:CLIPTextConfig",
-    model_class="synchuman_core.encoders.clip:CLIPTextEncoder",
+    builder="synchuman_core.encoders.clip:build_clip_text",
+    post_load="synchuman_core.encoders.clip:materialize_buffers",
     optional=True,
     approx_bytes=int(0.68 * _GB),
     drop_keys=(r"text_model\.embeddings\.position_ids",),

@@ -59,10 +59,9 @@ def tiny_model(name: str | ComponentSpec, seed: int = 0) -> tuple[nn.Module, Any
     spec = get_spec(name)
     if spec.tiny_config is None:
         raise ValueError(f"component {spec.name!r} has no tiny config")
-    reader, cls = spec.resolve()
-    cfg = reader(spec.tiny_config)
-    model = cls(cfg)
-    return fill_tiny(model, seed).eval(), cfg
+    model = spec.build(spec.tiny_config, device="cpu")
+    spec.finish(model, torch.device("cpu"))
+    return fill_tiny(model, seed).eval(), spec.read_config(spec.tiny_config)
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -162,7 +161,7 @@ def write_tiny_checkpoint(
             result.skipped[name] = "no tiny config"
             continue
         if not spec.available():
-            result.skipped[name] = f"module {spec.model_class} not available"
+            result.skipped[name] = f"module {spec.builder or spec.model_class} not available"
             continue
         result.weight_bytes += _write_component(spec, mf, seed, dinov2_format)
         result.written.append(name)
@@ -170,8 +169,8 @@ def write_tiny_checkpoint(
         from .prompt_cache import save_prompt_embeds
 
         g = torch.Generator().manual_seed(seed)
-        embeds = {d: torch.randn(5, 77, TINY_CROSS_DIM, generator=g).half() for d in ("normal", "color")}
-        save_prompt_embeds(mf, embeds, source="tiny random")
+        normal7, color7 = (torch.randn(7, 77, TINY_CROSS_DIM, generator=g).half() for _ in range(2))
+        save_prompt_embeds(mf, normal7, color7)
         result.written.append("prompt_embeds")
     for name, why in result.skipped.items():
         logger.info("tiny checkpoint: skipped %s (%s)", name, why)

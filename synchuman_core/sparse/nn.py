@@ -47,6 +47,9 @@ class SparseGELU(nn.GELU):
         return x.replace(F.gelu(x.feats, approximate=self.approximate))
 
 
+_GN_ROWS_PER_CHUNK = 1 << 16
+
+
 def _group_norm_rows(
     x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
 ) -> torch.Tensor:
@@ -56,11 +59,18 @@ def _group_norm_rows(
     exactly what ``nn.GroupNorm`` does on the ``[1, C, n]`` view TRELLIS builds.
     """
     n, c = x.shape
-    xv = x.view(n, groups, c // groups)
-    var, mean = torch.var_mean(xv, dim=(0, 2), correction=0, keepdim=True)  # [1, G, 1]
-    y = (xv - mean).mul_(torch.rsqrt(var + eps)).view(n, c)
+    if n == 0:
+        return x.clone()
+    per = c // groups
+    # column sums (fast outer reductions), then two-pass variance; one [n, C] allocation in total
+    mean = (x.sum(0) / n).view(groups, per).mean(1).repeat_interleave(per)  # [C] group mean per channel
+    y = x - mean  # [n, C], becomes the output
+    sq = sum(chunk.square().sum(0) for chunk in y.split(_GN_ROWS_PER_CHUNK))  # [C]
+    var = (sq / (n * per)).view(groups, per).sum(1).repeat_interleave(per)  # [C]
+    scale = torch.rsqrt(var + eps)
     if weight is not None:
-        y.mul_(weight)
+        scale = scale * weight
+    y.mul_(scale)
     if bias is not None:
         y.add_(bias)
     return y

@@ -121,13 +121,7 @@ class SparseSubdivide(nn.Module):
         xyz = (x.coords[:, None, 1:] * 2 + off[None]).reshape(-1, 3)  # [8N, 3]
         batch = x.coords[:, :1].repeat_interleave(8, dim=0)  # [8N, 1]
         coords = torch.cat([batch, xyz], dim=1)
-        feats = x.feats.repeat_interleave(8, dim=0)
         layout = [slice(s.start * 8, s.stop * 8) for s in x.layout]
-        return SparseTensor(
-            feats,
-            coords,
-            (x.shape[0], *feats.shape[1:]),
-            layout,
-            scale=tuple(Fraction(s) / 2 for s in x.scale),
-            spatial_cache=x._spatial_cache,
-        )
+        # features (x.feats repeated 8 times) are materialised lazily: convolutions right after a
+        # subdivision work on the parents (see SparseTensor.subdivided_from)
+        return SparseTensor._lazy_subdivision(x, coords, layout, tuple(Fraction(s) / 2 for s in x.scale))

@@ -63,7 +63,7 @@ class SparseTensor:
         batch_size: number of batch items when some trailing items are empty.
     """
 
-    __slots__ = ("_coords", "_feats", "_layout", "_scale", "_shape", "_spatial_cache")
+    __slots__ = ("_coords", "_feats", "_layout", "_scale", "_shape", "_spatial_cache", "_subdivided_from")
 
     def __init__(
         self,
@@ -102,12 +102,23 @@ class SparseTensor:
         self._layout = layout
         self._scale = _as_scale(scale)
         self._spatial_cache: dict[Scale, dict[Any, Any]] = {} if spatial_cache is None else spatial_cache
+        self._subdivided_from: SparseTensor | None = None
 
     # ------------------------------------------------------------------ properties
 
     @property
     def feats(self) -> torch.Tensor:
+        if self._feats is None:  # lazy output of SparseSubdivide: every parent row repeated 8 times
+            assert self._subdivided_from is not None
+            self._feats = self._subdivided_from.feats.repeat_interleave(8, dim=0)
         return self._feats
+
+    @property
+    def subdivided_from(self) -> SparseTensor | None:
+        """For the direct output of :class:`SparseSubdivide`: the parent tensor (whose rows, each
+        repeated 8 times, are this tensor's features). Ops use it to work on the parents instead of
+        the 8x larger children; any op that makes a new tensor drops it."""
+        return self._subdivided_from
 
     @property
     def coords(self) -> torch.Tensor:
@@ -131,15 +142,17 @@ class SparseTensor:
 
     @property
     def num_voxels(self) -> int:
-        return self._feats.shape[0]
+        return self._coords.shape[0]
 
     @property
     def device(self) -> torch.device:
-        return self._feats.device
+        return self._coords.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self._feats.dtype
+        if self._feats is None and self._subdivided_from is not None:
+            return self._subdivided_from.dtype
+        return self.feats.dtype
 
     def dim(self) -> int:
         return len(self._shape)
@@ -193,6 +206,22 @@ class SparseTensor:
             )
         return SparseTensor(feats, coords, scale=self._scale, batch_size=self._shape[0])
 
+    @classmethod
+    def _lazy_subdivision(
+        cls, parent: SparseTensor, coords: torch.Tensor, layout: list[slice], scale: Sequence[Fraction]
+    ) -> SparseTensor:
+        """Children of ``parent`` (8 per voxel, parent-major) whose features are materialised on first
+        use of ``.feats``; used by :class:`SparseSubdivide`."""
+        out = cls.__new__(cls)
+        out._feats = None
+        out._coords = coords
+        out._shape = parent.shape
+        out._layout = layout
+        out._scale = _as_scale(scale)
+        out._spatial_cache = parent._spatial_cache
+        out._subdivided_from = parent
+        return out
+
     def to(self, *args: Any, **kwargs: Any) -> SparseTensor:
         """``to(dtype)``, ``to(device)``, ``to(device, dtype)`` or keywords; coords only change device.
 
@@ -207,7 +236,7 @@ class SparseTensor:
                 dtype = a
             else:
                 device = a
-        feats = self._feats.to(device=device, dtype=dtype)
+        feats = self.feats.to(device=device, dtype=dtype)
         if feats.device == self.device:
             return self.replace(feats)
         return SparseTensor(
@@ -215,28 +244,28 @@ class SparseTensor:
         )
 
     def type(self, dtype: torch.dtype) -> SparseTensor:
-        return self.replace(self._feats.type(dtype))
+        return self.replace(self.feats.type(dtype))
 
     def float(self) -> SparseTensor:
-        return self.replace(self._feats.float())
+        return self.replace(self.feats.float())
 
     def half(self) -> SparseTensor:
-        return self.replace(self._feats.half())
+        return self.replace(self.feats.half())
 
     def cpu(self) -> SparseTensor:
         return self.to("cpu")
 
     def detach(self) -> SparseTensor:
-        return self.replace(self._feats.detach())
+        return self.replace(self.feats.detach())
 
     def reshape(self, *shape: int) -> SparseTensor:
         """Reshape the per-voxel feature dims: ``[N, *C] -> [N, *shape]``."""
-        return self.replace(self._feats.reshape(self._feats.shape[0], *shape))
+        return self.replace(self.feats.reshape(self.feats.shape[0], *shape))
 
     def with_scale(self, scale: Sequence[int | float | Fraction]) -> SparseTensor:
         """Same tensor (and cache dict) at another scale entry (used by coordinate-changing ops)."""
         return SparseTensor(
-            self._feats, self._coords, self._shape, self._layout, scale=scale, spatial_cache=self._spatial_cache
+            self.feats, self._coords, self._shape, self._layout, scale=scale, spatial_cache=self._spatial_cache
         )
 
     def __getitem__(self, idx: int) -> SparseTensor:
@@ -248,16 +277,16 @@ class SparseTensor:
         sl = self._layout[idx]
         coords = self._coords[sl].clone()
         coords[:, 0] = 0
-        return SparseTensor(self._feats[sl], coords, scale=self._scale, batch_size=1)
+        return SparseTensor(self.feats[sl], coords, scale=self._scale, batch_size=1)
 
     def dense(self, spatial_shape: Sequence[int] | None = None) -> torch.Tensor:
         """Scatter into a dense ``[B, *C, X, Y, Z]`` grid (zeros elsewhere); for tests and debugging."""
         if spatial_shape is None:
             spatial_shape = (self._coords[:, 1:].max(0).values + 1).tolist() if self.num_voxels else [1, 1, 1]
         c = self._coords.long()
-        feat_shape = self._feats.shape[1:]
-        out = self._feats.new_zeros((self.batch_size, *spatial_shape, *feat_shape))
-        out[c[:, 0], c[:, 1], c[:, 2], c[:, 3]] = self._feats
+        feat_shape = self.feats.shape[1:]
+        out = self.feats.new_zeros((self.batch_size, *spatial_shape, *feat_shape))
+        out[c[:, 0], c[:, 1], c[:, 2], c[:, 3]] = self.feats
         nd = len(feat_shape)
         return out.permute(0, *range(4, 4 + nd), 1, 2, 3).contiguous()
 
@@ -291,10 +320,10 @@ class SparseTensor:
             ):
                 raise ValueError("elementwise op between SparseTensors with different coordinates")
             self._merge_cache_from(other)
-            return other._feats
+            return other.feats
         if (
             isinstance(other, torch.Tensor)
-            and other.ndim == self._feats.ndim
+            and other.ndim == self.feats.ndim
             and other.ndim >= 1
             and other.shape[0] == self.batch_size
             and self.batch_size != self.num_voxels
@@ -303,10 +332,10 @@ class SparseTensor:
         return other
 
     def _elementwise(self, other: Any, op: Callable[[Any, Any], torch.Tensor]) -> SparseTensor:
-        return self.replace(op(self._feats, self._operand(other)))
+        return self.replace(op(self.feats, self._operand(other)))
 
     def __neg__(self) -> SparseTensor:
-        return self.replace(-self._feats)
+        return self.replace(-self.feats)
 
     def __add__(self, other: Any) -> SparseTensor:
         return self._elementwise(other, torch.add)

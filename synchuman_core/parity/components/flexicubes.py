@@ -76,12 +76,20 @@ def run(fx: Fixture) -> list[Comparison]:
     feats_before = feats.clone()
     mesh = sparse_features_to_mesh(coords, feats, res=res, use_color=use_color)
     out = fx.outputs
-    r = compare_meshes(mesh.vertices, mesh.faces, out["vertices"], out["faces"], mesh.vertex_attrs, out.get("vertex_attrs"))
+    r = compare_meshes(
+        mesh.vertices, mesh.faces, out["vertices"], out["faces"], mesh.vertex_attrs, out.get("vertex_attrs")
+    )
     scale = float(out["vertices"].abs().max()) if out["vertices"].numel() else 1.0
     comps = [
         Comparison("vertices (nearest neighbour)", None, None, fx.tol, error=r["vertex_error"] / scale),
-        Comparison("faces (oriented, order-independent)", None, None, 0.0, error=r["face_mismatches"] + r["count_mismatch"],
-                   note="number of faces not matched"),
+        Comparison(
+            "faces (oriented, order-independent)",
+            None,
+            None,
+            0.0,
+            error=r["face_mismatches"] + r["count_mismatch"],
+            note="number of faces not matched",
+        ),
         Comparison("caller feats untouched", None, None, 0.0, error=float((feats - feats_before).abs().max())),
     ]
     if use_color and "vertex_attrs" in out:
