@@ -22,6 +22,7 @@ from synchuman_core.sparse import (
     SparseSubdivide,
     SparseTensor,
     neighbour_map,
+    sparse_windowed_self_attention,
     window_partition,
 )
 
@@ -66,6 +67,9 @@ def main() -> None:
 
     h = x.replace(torch.randn(x.num_voxels, 768))
     print(f"  window partition 8^3          {timed(lambda: window_partition(fresh(h), (8,) * 3, (4,) * 3), args.repeat) * 1e3:8.1f} ms")
+    q, k, v = (torch.randn(h.num_voxels, 12, 64) for _ in range(3))
+    sparse_windowed_self_attention(q, k, v, h, 8, 4)
+    print(f"  swin attention kernel 12x64, window 8, shift 4 {timed(lambda: sparse_windowed_self_attention(q, k, v, h, 8, 4), args.repeat) * 1e3:8.1f} ms")
     swin = SparseMultiHeadAttention(768, 12, attn_mode="swin", window_size=8, shift_window=4).eval()
     swin(h)
     print(f"  swin attention 768 ch 12 heads (incl. qkv/out) {timed(lambda: swin(h), args.repeat) * 1e3:8.1f} ms")

@@ -114,3 +114,23 @@ def test_official_settings_and_validation(scene):
     with pytest.raises(InputImageError):
         export_mesh(nan, f, views=rv.colors)
     assert np.isfinite(v.numpy()).all()
+
+
+def test_flexicubes_fixture_mesh_exports(tmp_path):
+    """The official FlexiCubes fixture (a ball at res 16) through helper F's extractor into a GLB."""
+    from conftest import fixture_dir
+    from safetensors.torch import load_file
+
+    fc = pytest.importorskip("synchuman_core.geometry.flexicubes")
+    d = fixture_dir("h_flexicubes")
+    inputs = load_file(str(d / "inputs.safetensors"))
+    coords = next(t for k, t in inputs.items() if "coord" in k)
+    feats = next(t for k, t in inputs.items() if "feat" in k)
+    mesh = fc.sparse_features_to_mesh(coords, feats, res=16)
+    s = _fast_settings(color_mode="vertex", formats=("glb",))
+    s.cleanup.decimate_ratio = 0.0
+    res = export_mesh(mesh.vertices, mesh.faces, vertex_colors=mesh.vertex_attrs, settings=s, output_dir=tmp_path)
+    assert res.mesh.stats.get("flipped_orientation", 0.0) == 0.0  # FlexiCubes winds faces outwards
+    assert res.mesh.num_faces >= 0.9 * mesh.faces.shape[0]
+    loaded = trimesh.load(res.files["glb"][0], process=False, force="mesh")
+    assert loaded.is_watertight and len(loaded.faces) == res.mesh.num_faces

@@ -94,6 +94,15 @@ def test_cleanup_driver_with_colors():
     torch.testing.assert_close(c2, (v2 * 0.5 + 0.5).clamp(0, 1), atol=0.03, rtol=0)
 
 
+def test_inside_out_mesh_is_flipped_not_deleted():
+    m = _sphere(3, 0.35)
+    v, f = _t(m)
+    s = CleanupSettings(decimate_ratio=0.0, visibility_views=8, visibility_resolution=96)
+    v2, f2, _, stats = cleanup_mesh(v, f.flip(1), None, s)
+    assert stats["flipped_orientation"] == 1.0 and stats["invisible_faces_removed"] == 0
+    assert f2.shape[0] == f.shape[0] and trimesh.Trimesh(v2.numpy(), f2.numpy(), process=False).volume > 0
+
+
 def test_compact_mesh_welds_and_drops_degenerates():
     v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [5, 5, 5]])
     f = torch.tensor([[0, 1, 2], [0, 3, 2], [0, 0, 2], [2, 1, 0]])

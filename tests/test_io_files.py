@@ -159,3 +159,17 @@ def test_lazy_tensor_reads_on_to(tmp_path, sd):
         out = t.to(device="cpu", dtype=torch.float32)
         assert out.dtype == torch.float32
         torch.testing.assert_close(out, sd["b.bias"].float())
+
+
+def test_converting_reads_stream_through_small_chunks(tmp_path, sd, monkeypatch):
+    import synchuman_core.io.files as files
+
+    monkeypatch.setattr(files, "CHUNK_BYTES", 16)  # forces several chunks per tensor
+    p = tmp_path / "m.safetensors"
+    big = {**sd, "big": torch.randn(37, 3, generator=torch.Generator().manual_seed(1))}
+    save_file(big, str(p))
+    with WeightReader(WeightFiles(tmp_path, (p,))) as r:
+        lazy = r.lazy_state_dict()
+        for k, v in big.items():
+            torch.testing.assert_close(lazy[k].to("cpu", torch.float64), v.double(), rtol=0, atol=0)
+        assert r._chunk is not None and r._chunk.numel() == 16

@@ -162,7 +162,8 @@ def test_stage2_slat_tiny(tiny):
 
 class TiledDino:
     """The tiny DINOv2 with its multiview features tiled to the 4096 channels the decoders are built for
-    (their ``mv_dim`` is fixed at 1024 x 4 layers by the official blocks)."""
+    (their ``mv_dim`` is fixed at 1024 x 4 layers by the official blocks); computed at 224 px and
+    upsampled to the 64x64 grid to save CPU time."""
 
     def __init__(self, dino):
         self.dino = dino
@@ -171,8 +172,9 @@ class TiledDino:
         return self.dino.global_condition(*args, **kwargs)
 
     def multiview_features(self, views):
-        f = self.dino.multiview_features(views)
-        return f.repeat(1, 1, 1, 4096 // f.shape[-1])
+        f = self.dino.multiview_features(views, size=224)  # [V, 16, 16, 128]
+        f = torch.nn.functional.interpolate(f.permute(0, 3, 1, 2), size=(64, 64), mode="nearest")
+        return f.permute(0, 2, 3, 1).repeat(1, 1, 1, 4096 // f.shape[1])
 
 
 class TopKOccupancy(torch.nn.Module):

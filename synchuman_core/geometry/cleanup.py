@@ -28,6 +28,7 @@ __all__ = [
     "find_invisible_faces",
     "remove_invisible_faces",
     "remove_small_components",
+    "signed_volume",
     "visible_faces",
 ]
 
@@ -49,6 +50,7 @@ class CleanupSettings:
     fill_holes: bool = True
     max_hole_edges: int = 136  # official int(250 * sqrt(1 - 0.7))
     weld_tolerance: float = 1e-6  # weld coincident vertices first (world units); 0 = off
+    fix_orientation: bool = True  # flip all faces when the mesh is wound inside-out (negative volume)
 
     def validate(self) -> None:
         if not 0.0 <= self.decimate_ratio < 1.0:
@@ -69,6 +71,12 @@ class CleanupSettings:
 
 # ----------------------------------------------------------------------------------------------------------
 # components
+
+
+def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Signed volume enclosed by the triangles (positive when wound counter-clockwise seen from outside)."""
+    tri = vertices[faces].astype(np.float64)
+    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
 
 
 def remove_small_components(faces: np.ndarray, num_vertices: int, min_fraction: float) -> np.ndarray:
@@ -312,6 +320,11 @@ def cleanup_mesh(
 
     v_np, f_np = v.numpy(), f.numpy()
     vc_np = None if vc is None else vc.numpy()
+    if s.fix_orientation and f_np.shape[0] and signed_volume(v_np, f_np) < 0:
+        # glTF front faces are counter-clockwise; the visibility test culls back faces
+        logger.info("mesh is wound inside-out; flipping all faces")
+        f_np = np.ascontiguousarray(f_np[:, ::-1])
+        stats["flipped_orientation"] = 1.0
     if s.remove_floaters and f_np.shape[0]:
         keep = remove_small_components(f_np, v_np.shape[0], s.floater_min_fraction)
         stats["floater_faces_removed"] = float((~keep).sum())

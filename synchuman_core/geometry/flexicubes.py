@@ -184,6 +184,9 @@ def dmc_tables() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------
 
 _CHUNK = 1 << 18  # rows per chunk for the per-corner passes
+# Grids with at most this many cells use one-channel dense maps (an int32 index table of the 257^3
+# vertex grid is 68 MB); larger grids use sorting and binary search instead.
+_DENSE_MAX_CELLS = 1 << 25
 
 
 def _corner_offsets(device: torch.device) -> torch.Tensor:
@@ -207,6 +210,36 @@ def _lookup(sorted_keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     return torch.where(sorted_keys[pos] == query, pos, torch.full_like(pos, -1))
 
 
+class _KeySet:
+    """Sorted unique integer keys in ``[0, n_cells)`` with a position lookup (-1 when absent): a dense
+    int32 table for grids up to ``_DENSE_MAX_CELLS`` cells, binary search above."""
+
+    def __init__(self, keys: torch.Tensor, n_cells: int) -> None:
+        self.keys = keys
+        self.table: torch.Tensor | None = None
+        if n_cells <= _DENSE_MAX_CELLS:
+            self.table = torch.full((n_cells,), -1, dtype=torch.int32, device=keys.device)
+            self.table[keys] = torch.arange(keys.numel(), dtype=torch.int32, device=keys.device)
+
+    def index(self, query: torch.Tensor) -> torch.Tensor:
+        """Position of each in-range ``query`` key, -1 where absent (int64, same shape)."""
+        if self.table is not None:
+            return self.table[query].long()
+        return _lookup(self.keys, query)
+
+
+def _unique_keys(chunks: list[torch.Tensor], n_cells: int, device: torch.device) -> torch.Tensor:
+    """Sorted unique values of all key ``chunks`` (keys in ``[0, n_cells)``)."""
+    if n_cells <= _DENSE_MAX_CELLS:
+        mark = torch.zeros(n_cells, dtype=torch.bool, device=device)
+        for ch in chunks:
+            mark[ch] = True
+        return mark.nonzero().squeeze(1)
+    if not chunks:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    return torch.unique(torch.cat([torch.unique(ch) for ch in chunks]))
+
+
 def _interp(w0: torch.Tensor, w1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     """Zero crossing of a linear function with values ``w0, w1`` at ``x0, x1``: ``(x0 w1 - x1 w0)/(w1 - w0)``."""
     return (x0 * w1 - x1 * w0) / (w1 - w0)
@@ -216,30 +249,35 @@ def _interp(w0: torch.Tensor, w1: torch.Tensor, x0: torch.Tensor, x1: torch.Tens
 class _Vertices:
     """Averaged per-grid-vertex attributes of the vertices touched by active cubes (sorted by key)."""
 
-    keys: torch.Tensor  # [V] int64, key base res+1
+    index: _KeySet  # keys [V] int64 (base res+1) and their lookup
     sdf: torch.Tensor  # [V]
     deform: torch.Tensor  # [V, 3]
     color: torch.Tensor | None  # [V, C] (raw, before sigmoid)
 
 
 def _average_corners(
-    cube_keys_v: torch.Tensor, sdf: torch.Tensor, deform: torch.Tensor, color: torch.Tensor | None
+    coords: torch.Tensor, res: int, sdf: torch.Tensor, deform: torch.Tensor, color: torch.Tensor | None
 ) -> _Vertices:
-    """Mean of per-corner attributes over the cubes sharing each grid vertex.
+    """Mean of per-corner attributes over the active cubes sharing each grid vertex.
 
-    ``cube_keys_v [N, 8]`` vertex keys of every active cube's corners; ``sdf [N,8]``,
-    ``deform [N,8,3]``, ``color [N,8,C]``.
+    ``coords [N, 3]`` active cubes; ``sdf [N,8]``, ``deform [N,8,3]``, ``color [N,8,C]`` per corner.
     """
-    keys, inverse = torch.unique(cube_keys_v.reshape(-1), return_inverse=True)
-    inverse = inverse.reshape(cube_keys_v.shape)  # [N, 8]
-    nv = keys.numel()
-    dt = sdf.dtype
-    count = torch.zeros(nv, dtype=dt, device=sdf.device)
-    s = torch.zeros(nv, dtype=dt, device=sdf.device)
-    d = torch.zeros(nv, 3, dtype=dt, device=sdf.device)
-    c = None if color is None else torch.zeros(nv, color.shape[-1], dtype=dt, device=sdf.device)
-    for i in range(0, inverse.shape[0], _CHUNK):
-        idx = inverse[i : i + _CHUNK].reshape(-1)
+    dev, dt = sdf.device, sdf.dtype
+    off = _corner_offsets(dev)
+    n_cells = (res + 1) ** 3
+
+    def corner_keys(i: int) -> torch.Tensor:
+        return _key(coords[i : i + _CHUNK, None, :] + off[None], res + 1).reshape(-1)  # [n*8]
+
+    starts = range(0, coords.shape[0], _CHUNK)
+    index = _KeySet(_unique_keys([corner_keys(i) for i in starts], n_cells, dev), n_cells)
+    nv = index.keys.numel()
+    count = torch.zeros(nv, dtype=dt, device=dev)
+    s = torch.zeros(nv, dtype=dt, device=dev)
+    d = torch.zeros(nv, 3, dtype=dt, device=dev)
+    c = None if color is None else torch.zeros(nv, color.shape[-1], dtype=dt, device=dev)
+    for i in starts:
+        idx = index.index(corner_keys(i))
         count.index_add_(0, idx, torch.ones_like(idx, dtype=dt))
         s.index_add_(0, idx, sdf[i : i + _CHUNK].reshape(-1))
         d.index_add_(0, idx, deform[i : i + _CHUNK].reshape(-1, 3))
@@ -249,7 +287,7 @@ def _average_corners(
     d /= count[:, None]
     if c is not None:
         c /= count[:, None]
-    return _Vertices(keys, s, d, c)
+    return _Vertices(index, s, d, c)
 
 
 def _grid_position(vxyz: torch.Tensor, deform: torch.Tensor, res: int) -> torch.Tensor:
@@ -261,33 +299,39 @@ def _surface_cubes(verts: _Vertices, res: int) -> torch.Tensor:
     """Sorted keys (base ``res``) of all grid cubes with mixed corner signs.
 
     Only cubes with at least one inside (sdf < 0) corner can be surface cubes, and those corners are
-    touched vertices; so the candidates are the (up to 8) cubes around each inside vertex.
+    touched vertices: count, for every cube around an inside vertex, its inside corners; surface cubes
+    have between 1 and 7.
     """
-    dev = verts.keys.device
+    dev = verts.sdf.device
     off = _corner_offsets(dev)
-    inside_keys = verts.keys[verts.sdf < 0]
-    out = []
-    for i in range(0, inside_keys.numel(), _CHUNK):
+    inside_keys = verts.index.keys[verts.sdf < 0]
+
+    def cubes_around(i: int) -> torch.Tensor:
         vxyz = _unkey(inside_keys[i : i + _CHUNK], res + 1)  # [n, 3]
         cubes = (vxyz[:, None, :] - off[None]).reshape(-1, 3)  # cubes having this vertex as a corner
-        ok = ((cubes >= 0) & (cubes < res)).all(-1)
-        out.append(torch.unique(_key(cubes[ok], res)))
-    if not out:
-        return torch.zeros(0, dtype=torch.long, device=dev)
-    cand = torch.unique(torch.cat(out))
+        return _key(cubes[((cubes >= 0) & (cubes < res)).all(-1)], res)
+
+    starts = range(0, inside_keys.numel(), _CHUNK)
+    if res**3 <= _DENSE_MAX_CELLS:
+        count = torch.zeros(res**3, dtype=torch.uint8, device=dev)
+        for i in starts:
+            k = cubes_around(i)
+            count.index_put_((k,), torch.ones(1, dtype=torch.uint8, device=dev).expand(k.numel()), accumulate=True)
+        return ((count > 0) & (count < 8)).nonzero().squeeze(1)
+    cand = _unique_keys([cubes_around(i) for i in starts], res**3, dev)
     keep = []
     for i in range(0, cand.numel(), _CHUNK):
         ck = cand[i : i + _CHUNK]
-        corners = _key(_unkey(ck, res)[:, None, :] + off[None], res + 1)  # [n, 8]
-        vi = _lookup(verts.keys, corners)
+        vi = verts.index.index(_key(_unkey(ck, res)[:, None, :] + off[None], res + 1))  # [n, 8]
         inside = torch.where(vi >= 0, verts.sdf[vi.clamp(min=0)] < 0, torch.zeros_like(vi, dtype=torch.bool))
-        n_in = inside.sum(-1)
-        keep.append(ck[n_in < 8])  # n_in > 0 holds by construction
-    return torch.cat(keep)
+        keep.append(ck[inside.sum(-1) < 8])  # at least one inside corner by construction
+    return torch.cat(keep) if keep else cand
 
 
-def _case_ids(cube_keys: torch.Tensor, occ: torch.Tensor, res: int) -> torch.Tensor:
-    """Corner-occupancy case of each surface cube, with the C16/C19 ambiguity fix of :func:`dmc_tables`."""
+def _case_ids(cube_keys: torch.Tensor, occ: torch.Tensor, res: int, cubes: _KeySet | None = None) -> torch.Tensor:
+    """Corner-occupancy case of each surface cube, with the C16/C19 ambiguity fix of :func:`dmc_tables`.
+
+    ``cube_keys [S]`` sorted surface-cube keys (``cubes`` their lookup), ``occ [S, 8]`` inside corners."""
     _, _, check = dmc_tables()
     check = check.to(cube_keys.device)
     weights = (2 ** torch.arange(8, device=cube_keys.device)).long()
@@ -300,7 +344,7 @@ def _case_ids(cube_keys: torch.Tensor, occ: torch.Tensor, res: int) -> torch.Ten
     adj = _unkey(cube_keys[idx], res) + cfg[idx, 1:4]
     in_range = ((adj >= 0) & (adj < res)).all(-1)
     idx, adj = idx[in_range], adj[in_range]
-    j = _lookup(cube_keys, _key(adj, res))
+    j = (cubes or _KeySet(cube_keys, res**3)).index(_key(adj, res))
     both = (j >= 0) & flagged[j.clamp(min=0)]
     case = case.clone()
     case[idx[both]] = cfg[idx[both], 4]
@@ -340,9 +384,7 @@ def flexicubes_extract(
     n_col = 0 if color is None else color.shape[-1]
 
     # 1. per-vertex averages of the active cubes' corner attributes
-    vkeys = _key(coords[:, None, :] + off[None], res + 1)  # [N, 8]
-    verts = _average_corners(vkeys, sdf, deform, color)
-    del vkeys
+    verts = _average_corners(coords, res, sdf, deform, color)
 
     # 2. surface cubes of the full grid (active or not) and their corner attributes
     cube_keys = _surface_cubes(verts, res)  # [S] sorted
@@ -357,7 +399,7 @@ def flexicubes_extract(
         return empty
     cxyz = _unkey(cube_keys, res)  # [S, 3]
     corner_xyz = cxyz[:, None, :] + off[None]  # [S, 8, 3]
-    vi = _lookup(verts.keys, _key(corner_xyz, res + 1))  # [S, 8]
+    vi = verts.index.index(_key(corner_xyz, res + 1))  # [S, 8]
     touched = vi >= 0
     vi0 = vi.clamp(min=0)
     c_sdf = torch.where(touched, verts.sdf[vi0], torch.ones((), dtype=dt, device=dev))  # untouched: outside (1)
@@ -369,6 +411,8 @@ def flexicubes_extract(
         c_col = torch.where(touched[..., None], verts.color[vi0], torch.zeros((), dtype=dt, device=dev))
         c_col = torch.sigmoid(c_col)  # [S, 8, C]
     occ = c_sdf < 0  # [S, 8]
+    del verts, vi, vi0, touched  # frees the vertex lookup table
+    cubes = _KeySet(cube_keys, res**3)
 
     # 3. per-cube weights: active cubes carry their features, inactive surface cubes 0
     act_keys, act_order = torch.sort(_key(coords, res))
@@ -382,7 +426,7 @@ def flexicubes_extract(
     del w
 
     # 4. dual vertices: one per patch of each cube's case
-    case = _case_ids(cube_keys, occ, res)  # [S]
+    case = _case_ids(cube_keys, occ, res, cubes)  # [S]
     n_vd = num_patches[case]  # [S]
     first_vd = torch.cumsum(n_vd, 0) - n_vd  # [S]
     patch = edge_patch[case]  # [S, 12]
@@ -404,7 +448,7 @@ def flexicubes_extract(
     vd_map[cube_i, edge_k] = vd_of
     vd_gamma = torch.repeat_interleave(gamma, n_vd)  # [n_total]
 
-    faces = _quads_to_triangles(cube_keys, cxyz, c_sdf, vd_map, vd_gamma, res)
+    faces = _quads_to_triangles(cubes, cxyz, c_sdf, vd_map, vd_gamma, res)
     return Mesh(vertices, faces, v_color, res)
 
 
@@ -423,7 +467,7 @@ def _edge_in_shifted_cube(k: int, axis_a: int, sa: int, axis_b: int, sb: int) ->
 
 
 def _quads_to_triangles(
-    cube_keys: torch.Tensor,
+    cubes: _KeySet,
     cxyz: torch.Tensor,
     c_sdf: torch.Tensor,
     vd_map: torch.Tensor,
@@ -438,7 +482,7 @@ def _quads_to_triangles(
     the SDF at the edge's first endpoint is > 0, else (q2, q3, q1, q0); the split uses diagonal
     0-2 (triangles 012, 023) when gamma0*gamma2 > gamma1*gamma3, else 1-3 (013, 312).
     """
-    dev = cube_keys.device
+    dev = cxyz.device
     out = []
     for k_own, (pa, pb), first_corner in _AXIS_EDGE.values():
         owner_vd = vd_map[:, k_own]
@@ -452,7 +496,7 @@ def _quads_to_triangles(
         p = cxyz[own]
         q = []
         for sa, sb in ((1, 1), (1, 0), (0, 1), (0, 0)):
-            j = _lookup(cube_keys, _key(p - sa * ea - sb * eb, res))
+            j = cubes.index(_key(p - sa * ea - sb * eb, res))
             if bool((j < 0).any()):  # cannot happen: all four cubes contain the crossing edge
                 raise RuntimeError("FlexiCubes: a cube around a crossing edge is not a surface cube")
             q.append(vd_map[j, _edge_in_shifted_cube(k_own, pa, sa, pb, sb)])

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import struct
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 # A real pointer file is ~130 bytes; anything larger cannot be one.
 _LFS_POINTER_MAX_BYTES = 1024
+#: Host buffer used to stream a tensor that must be converted or moved (one per open reader).
+CHUNK_BYTES = 8 * 1024 * 1024
 # A sane upper bound for a safetensors JSON header (the format itself caps it at 100 MB).
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -74,6 +77,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     dtype: torch.dtype
     file: Path
+    offset: int = -1  # absolute byte offset of the data in a safetensors file (-1: not applicable)
 
     @property
     def nbytes(self) -> int:
@@ -163,8 +167,8 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[OrderedDict[str, T
                 f"tensor {key!r} ends at byte {8 + n + end} but the file has only {size} bytes "
                 f"(truncated; {8 + n + last_end - size} bytes missing)",
             )
-    for *_, key, shape, dtype in items:  # header order
-        out[key] = TensorInfo(shape, dtype, p)
+    for start, _end, key, shape, dtype in items:  # header order
+        out[key] = TensorInfo(shape, dtype, p, 8 + n + start)
     return out, dict(metadata)
 
 
@@ -270,17 +274,19 @@ class LazyTensor:
         return self.info.dtype
 
     def load(self) -> torch.Tensor:
-        t = self._reader.read(self.key)
-        if self._transform is not None:
-            t = self._transform(t)
-        return t
+        return self._reader.read(self.key)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None, **kw: Any) -> torch.Tensor:
-        t = self.load()
-        dev = torch.device(device) if device is not None else t.device
-        if dev.type != "cpu" and t.device.type == "cpu":
-            t = t.to(device=dev, **kw)  # move first: cast on the accelerator, keep host memory flat
-        return t.to(device=dev, dtype=dtype or t.dtype, **kw)
+        """Read and convert. Same dtype on CPU: a zero-copy view of the memory-mapped file. Otherwise
+        the result is allocated once (target dtype and device) and filled from the file in small
+        chunks, so no second full-size copy and no growing file mapping exist at any time."""
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        want = dtype or self.info.dtype
+        if dev.type == "cpu" and want == self.info.dtype:
+            return self._reader.read(self.key)
+        out = torch.empty(self.info.shape, dtype=want, device=dev)
+        self._reader.read_into(self.key, out)
+        return out
 
     def __repr__(self) -> str:
         return f"LazyTensor({self.key!r}, shape={list(self.info.shape)}, dtype={self.info.dtype}, file={self.info.file.name})"
@@ -297,6 +303,8 @@ class WeightReader:
         self.weights = weights
         self._stack = ExitStack()
         self._handles: dict[Path, Any] = {}
+        self._files: dict[Path, Any] = {}
+        self._chunk: torch.Tensor | None = None
         self._bin: dict[str, torch.Tensor] = {}
         self._entries: OrderedDict[str, TensorInfo] | None = None
 
@@ -362,10 +370,43 @@ class WeightReader:
         return h
 
     def read(self, key: str) -> torch.Tensor:
+        """One tensor: a zero-copy view of the memory-mapped safetensors file (or of the ``.bin``)."""
         info = self.entries()[key]
         if self.weights.fmt == "bin":
             return self._bin[key]
         return self._handle(info.file).get_tensor(key)
+
+    def read_into(self, key: str, out: torch.Tensor) -> torch.Tensor:
+        """Fill ``out`` (same shape, any dtype/device, contiguous) with tensor ``key``.
+
+        safetensors data is read with plain file I/O through one reusable host buffer of
+        :data:`CHUNK_BYTES` and converted/moved chunk by chunk by ``copy_``.
+        """
+        info = self.entries()[key]
+        if tuple(out.shape) != info.shape or not out.is_contiguous():
+            raise ValueError(f"read_into({key!r}): out must be contiguous with shape {list(info.shape)}")
+        if self.weights.fmt == "bin" or sys.byteorder != "little":
+            return out.copy_(self.read(key))
+        numel = math.prod(info.shape)
+        if numel == 0:
+            return out
+        itemsize = torch.empty((), dtype=info.dtype).element_size()
+        if self._chunk is None:
+            self._chunk = torch.empty(CHUNK_BYTES, dtype=torch.uint8)
+        buf = self._chunk.numpy()
+        f = self._files.get(info.file)
+        if f is None:
+            f = self._files[info.file] = self._stack.enter_context(open(info.file, "rb"))
+        flat = out.view(-1)
+        step = CHUNK_BYTES // itemsize
+        f.seek(info.offset)
+        for start in range(0, numel, step):
+            count = min(step, numel - start)
+            nbytes = count * itemsize
+            if f.readinto(memoryview(buf)[:nbytes]) != nbytes:
+                raise _damaged(info.file, f"tensor {key!r} could not be read completely")
+            flat[start : start + count].copy_(self._chunk[:nbytes].view(info.dtype))
+        return out
 
     def lazy_state_dict(self, *, rename: Mapping[str, str] | None = None, drop: Iterable[str] = ()) -> OrderedDict[str, LazyTensor]:
         """``{model key: LazyTensor}``; ``rename`` maps file keys to model keys, ``drop`` lists file keys to skip."""
@@ -381,6 +422,8 @@ class WeightReader:
     def close(self) -> None:
         self._stack.close()
         self._handles.clear()
+        self._files.clear()
+        self._chunk = None
         self._bin.clear()
 
     def __enter__(self) -> WeightReader:

@@ -198,12 +198,17 @@ class SparseMultiHeadAttention(nn.Module):
     def _self_attention(self, x: SparseTensor) -> torch.Tensor:
         n = x.num_voxels
         qkv = F.linear(x.feats, self.to_qkv.weight, self.to_qkv.bias).view(n, 3, self.num_heads, self.head_dim)
+        part = None
+        if self.attn_mode == "windowed":  # reorder once, window after window (the norms are per row)
+            window = _triple(self.window_size, "window_size", 1)
+            part = window_partition(x, window, _triple(self.shift_window, "shift_window", 0))
+            qkv = qkv[part.fwd]
         q, k, v = qkv.unbind(dim=1)  # [N, H, D] each
         if self.qk_rms_norm:
             q, k = self.q_rms_norm(q), self.k_rms_norm(k)
-        if self.attn_mode == "full":
+        if part is None:
             return sparse_self_attention(q, k, v, x)
-        return sparse_windowed_self_attention(q, k, v, x, self.window_size or 1, self.shift_window or 0)
+        return varlen_attention(q, k, v, part.seq_lens, part.seq_lens)[part.bwd]
 
     def _cross_attention(self, x: SparseTensor, context: torch.Tensor | SparseTensor) -> torch.Tensor:
         n, h, d = x.num_voxels, self.num_heads, self.head_dim

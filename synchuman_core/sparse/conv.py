@@ -14,6 +14,11 @@ only half of the offsets are searched. The map is cached in the tensor's spatial
 ``("submconv", kernel, dilation)``) and shared by every conv on the same coordinates. The convolution
 is then one dense GEMM for the centre tap plus, per other offset, gather -> GEMM -> ``index_add_``,
 in chunks of bounded size.
+
+A conv applied directly to the output of :class:`~synchuman_core.sparse.SparseSubdivide` (the mesh
+decoder's up-sampling blocks) is computed from the parent voxels instead
+(:func:`_conv_of_subdivision`): same result, about 2.5x fewer operations, and the 8x larger child
+features are never materialised.
 """
 
 from __future__ import annotations

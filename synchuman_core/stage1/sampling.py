@@ -14,7 +14,7 @@ with, for a batch of G CFG groups (G = 2 with guidance, 1 without):
 ``sample [G*2V, 8, h, w]`` (noisy latents ⊕ image latents), ``timestep`` a 0-d tensor ``1000 t``
 (float64 as the official python float; float32 on MPS), ``encoder_hidden_states [G*2V, 77, D]``,
 ``class_labels [G*2V, E]``, ``trellis_x [G, 8, 16, 16, 16]`` (float32), ``trellis_t [1]`` ``1000 t`` in the
-model dtype (fp16 quantisation in fp16 runs, as official), ``trellis_cond [G, L, C]``
+model dtype (fp16 quantisation in fp16 runs, as official; see :func:`trellis_t_dtype`), ``trellis_cond [G, L, C]``
 -> ``v2d [G*2V, 4, h, w]``, ``v3d [G, 8, 16, 16, 16]``.
 """
 
@@ -40,6 +40,7 @@ __all__ = [
     "split_cfg_2d",
     "split_cfg_3d",
     "timestep_dtype",
+    "trellis_t_dtype",
     "uncond_inputs",
 ]
 
@@ -174,6 +175,13 @@ def timestep_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def trellis_t_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the 3D timestep ``trellis_t``: the official pipeline builds it in the pipeline dtype, so
+    fp16 runs quantise ``1000 t`` to fp16 (993.24 -> 993.0; kept, the weights were used that way) and
+    fp32 runs do not. bf16 (no official counterpart) would quantise far more coarsely, so it gets fp32."""
+    return torch.float16 if dtype == torch.float16 else torch.float32
+
+
 @torch.no_grad()
 def sample_joint(
     model: Callable[..., tuple[torch.Tensor, torch.Tensor]],
@@ -203,8 +211,9 @@ def sample_joint(
             ``"sequential"`` = two calls per step (conditional, then unconditional half), same math,
             about half the activation memory (the model must accept 2 groups / 1 trellis item, which
             also happens outside the guidance interval and when guidance is off).
-        dtype: compute dtype of the 2D latents, conditioning and ``trellis_t`` (default: the model's
-            parameter dtype). The 3D latent stays float32 as in the official pipeline.
+        dtype: compute dtype of the 2D latents and the conditioning (default: the model's parameter
+            dtype); ``trellis_t`` follows :func:`trellis_t_dtype`. The 3D latent stays float32 as in the
+            official pipeline.
         device: default: the model's parameter device.
         check_finite: raise :class:`NumericalError` if the result holds NaN/Inf (one host sync
             after the loop; the loop itself never syncs).
@@ -240,7 +249,7 @@ def sample_joint(
     guidance = settings.make_guidance()
     # per-time model inputs, built once before the loop (no host->device copies inside it)
     timesteps = torch.tensor([1000.0 * t for t in t_seq], dtype=timestep_dtype(device), device=device)
-    trellis_ts = torch.tensor([1000.0 * t for t in t_seq], dtype=dtype, device=device)
+    trellis_ts = torch.tensor([1000.0 * t for t in t_seq], dtype=trellis_t_dtype(dtype), device=device)
     full = cfg_inputs(cond) if cfg_batching == "batched" else None
     cond_in = cond_inputs(cond)
     uncond_in = uncond_inputs(cond)

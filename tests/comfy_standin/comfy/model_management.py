@@ -1,40 +1,57 @@
-"""Stand-in of ``comfy.model_management`` (CPU only)."""
+"""Stand-in of ``comfy.model_management`` (ComfyUI 0.8.0) for a CPU-only CI.
+
+Same names and call shapes as the real module for what a node pack uses: devices, the loaded-model list
+that ``load_models_gpu`` fills and ``free_memory`` / ``unload_all_models`` empty (moving each model to its
+offload device), the interrupt flag, and ``OOM_EXCEPTION`` (``torch.cuda.OutOfMemoryError``).
+``DEVICE`` can be pointed at another device by a test to check that nothing assumes CPU.
+"""
 
 from __future__ import annotations
 
+import threading
+
 import torch
+
+DEVICE = torch.device("cpu")
+
+try:
+    OOM_EXCEPTION = torch.cuda.OutOfMemoryError
+except AttributeError:  # pragma: no cover - as in ComfyUI
+    OOM_EXCEPTION = Exception
 
 
 class InterruptProcessingException(Exception):
     pass
 
 
-class OOM_EXCEPTION(torch.OutOfMemoryError):  # noqa: N801 (real name)
-    pass
-
-
-_interrupt = False
-loaded_models: list = []
+interrupt_processing_mutex = threading.RLock()
+interrupt_processing = False
 
 
 def interrupt_current_processing(value: bool = True) -> None:
-    global _interrupt
-    _interrupt = value
+    global interrupt_processing
+    with interrupt_processing_mutex:
+        interrupt_processing = value
 
 
 def processing_interrupted() -> bool:
-    return _interrupt
+    with interrupt_processing_mutex:
+        return interrupt_processing
 
 
 def throw_exception_if_processing_interrupted() -> None:
-    global _interrupt
-    if _interrupt:
-        _interrupt = False
-        raise InterruptProcessingException()
+    global interrupt_processing
+    with interrupt_processing_mutex:
+        if interrupt_processing:
+            interrupt_processing = False
+            raise InterruptProcessingException()
+
+
+# ------------------------------------------------------------------------------------------------ devices
 
 
 def get_torch_device() -> torch.device:
-    return torch.device("cpu")
+    return DEVICE
 
 
 def intermediate_device() -> torch.device:
@@ -45,48 +62,119 @@ def unet_offload_device() -> torch.device:
     return torch.device("cpu")
 
 
+def vae_device() -> torch.device:
+    return DEVICE
+
+
+def vae_offload_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def text_encoder_device() -> torch.device:
+    return DEVICE
+
+
 def text_encoder_offload_device() -> torch.device:
     return torch.device("cpu")
 
 
-def vae_dtype(*a, **k):
-    return torch.float32
+def is_device_cpu(device) -> bool:
+    return torch.device(device).type == "cpu"
 
 
-def should_use_fp16(*a, **k) -> bool:
-    return False
+def is_device_cuda(device) -> bool:
+    return torch.device(device).type == "cuda"
 
 
-def should_use_bf16(*a, **k) -> bool:
+def cpu_mode() -> bool:
+    return DEVICE.type == "cpu"
+
+
+def should_use_fp16(device=None, model_params=0, prioritize_performance=True, manual_cast=False) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+def should_use_bf16(device=None, model_params=0, prioritize_performance=True, manual_cast=False) -> bool:
     return False
 
 
 def get_free_memory(dev=None, torch_free_too=False):
-    return (8 << 30, 8 << 30) if torch_free_too else 8 << 30
+    free = 8 << 30
+    return (free, free) if torch_free_too else free
+
+
+def get_total_memory(dev=None, torch_total_too=False):
+    total = 16 << 30
+    return (total, total) if torch_total_too else total
+
+
+def module_size(module: torch.nn.Module) -> int:
+    return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+class LoadedModel:
+    def __init__(self, model):
+        self.model = model
+        self.device = model.load_device
+        self.currently_used = True
+
+    def model_memory(self) -> int:
+        return self.model.model_size()
+
+    def model_unload(self) -> bool:
+        self.model.detach(unpatch_all=True)
+        return True
+
+
+current_loaded_models: list[LoadedModel] = []
+load_calls: list[dict] = []  # test hook: every load_models_gpu call (models, memory, force_full_load)
+
+
+def loaded_models(only_currently_used: bool = False) -> list:
+    return [m.model for m in current_loaded_models if m.currently_used or not only_currently_used]
 
 
 def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                     force_full_load=False):
+    load_calls.append({"models": list(models), "memory_required": memory_required,
+                       "force_full_load": force_full_load})
     for m in models:
-        if m not in loaded_models:
-            loaded_models.append(m)
-        m.patch_model(device_to=m.load_device)
+        for lm in current_loaded_models:
+            if lm.model is m:
+                break
+        else:
+            current_loaded_models.insert(0, LoadedModel(m))
+        m.load(m.load_device, full_load=force_full_load)
+
+
+def load_model_gpu(model):
+    return load_models_gpu([model])
 
 
 def free_memory(memory_required, device, keep_loaded=()):
-    for m in list(loaded_models):
-        if m not in keep_loaded:
-            m.unpatch_model(m.offload_device)
-            loaded_models.remove(m)
+    unloaded = []
+    for lm in list(current_loaded_models):
+        if lm.model not in keep_loaded:
+            lm.model_unload()
+            current_loaded_models.remove(lm)
+            unloaded.append(lm)
+    return unloaded
 
 
-def unload_all_models():
-    free_memory(1 << 60, get_torch_device())
+def unload_all_models() -> None:
+    free_memory(1e30, get_torch_device())
 
 
-def soft_empty_cache(force=False):
+def soft_empty_cache(force: bool = False) -> None:
     return None
 
 
-def cleanup_models():
+def cleanup_models() -> None:
+    return None
+
+
+def cleanup_models_gc() -> None:
     return None

@@ -1,23 +1,37 @@
-"""Stand-in of ``comfy.utils.ProgressBar``: records updates and honours interrupts like the host."""
+"""Stand-in of ``comfy.utils.ProgressBar`` (0.8.0): updates go to the global hook, as in ComfyUI, where the
+server's hook sends the websocket message and raises on interrupt (``throw_exception_if_processing_interrupted``)."""
 
 from __future__ import annotations
 
-from . import model_management
+PROGRESS_BAR_ENABLED = True
+PROGRESS_BAR_HOOK = None
 
-PROGRESS_LOG: list[tuple[int, int]] = []
+
+def set_progress_bar_enabled(enabled: bool) -> None:
+    global PROGRESS_BAR_ENABLED
+    PROGRESS_BAR_ENABLED = enabled
+
+
+def set_progress_bar_global_hook(function) -> None:
+    global PROGRESS_BAR_HOOK
+    PROGRESS_BAR_HOOK = function
 
 
 class ProgressBar:
-    def __init__(self, total: int, node_id=None):
+    def __init__(self, total, node_id=None):
         self.total = total
         self.current = 0
+        self.hook = PROGRESS_BAR_HOOK
+        self.node_id = node_id
 
     def update_absolute(self, value, total=None, preview=None):
         if total is not None:
             self.total = total
-        self.current = min(value, self.total)
-        PROGRESS_LOG.append((self.current, self.total))
-        model_management.throw_exception_if_processing_interrupted()
+        if value > self.total:
+            value = self.total
+        self.current = value
+        if self.hook is not None:
+            self.hook(self.current, self.total, preview, node_id=self.node_id)
 
     def update(self, value):
         self.update_absolute(self.current + value)

@@ -1,23 +1,20 @@
-"""Stand-in for ``comfy_api.latest`` (ComfyUI 0.8.0), enough for V3 node packs in tests."""
+"""Stand-in for ``comfy_api.latest`` (ComfyUI 0.8.0): what a V3 node pack imports."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from . import _io as io
-
-IO = io
-
-
-class MESH:
-    def __init__(self, vertices, faces):
-        self.vertices = vertices
-        self.faces = faces
+from . import _io_public as io
+from . import _ui_public as ui
+from ._util import MESH, VOXEL
 
 
-class VOXEL:
-    def __init__(self, data):
-        self.data = data
+class ComfyExtension(ABC):
+    async def on_load(self) -> None:  # never called by ComfyUI 0.8.0 either
+        """Called when an extension is loaded (not by 0.8.0)."""
+
+    @abstractmethod
+    async def get_node_list(self) -> list[type[io.ComfyNode]]: ...
 
 
 class Types:
@@ -25,14 +22,6 @@ class Types:
     VOXEL = VOXEL
 
 
-class ComfyExtension(ABC):
-    async def on_load(self) -> None:  # never called by ComfyUI 0.8.0 either
-        return None
-
-    @abstractmethod
-    async def get_node_list(self) -> list[type[io.ComfyNode]]: ...
-
-
-ui = io
-UI = io
-__all__ = ["ComfyExtension", "IO", "Types", "UI", "io", "ui"]
+IO = io
+UI = ui
+__all__ = ["IO", "UI", "ComfyExtension", "Types", "io", "ui"]
