@@ -67,6 +67,13 @@ class _TerminalProgress:
         self(f"export:{stage}", int(round(100 * fraction)), 100)
 
 
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp16 on CUDA (as the official code runs), fp32 elsewhere (fp16 on CPU is very slow)."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return _DTYPES[name]
+
+
 def _device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
@@ -105,15 +112,14 @@ def run_reconstruction(
     """Image (+ mask) -> files; returns a summary (paths, timings, counts)."""
     from .export import ExportSettings, export_mesh
     from .io.loading import SyncHumanModels
-    from .pipeline import prepare_conditioning, run_stage1, run_stage2
-    from .preprocess import prepare_input
+    from .pipeline import prepare_conditioning, preprocess, run_stage1, run_stage2
     from .samplers import SamplerSettings, make_generator
 
     progress = _TerminalProgress()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    models = SyncHumanModels(models_dir, device=device, dtype=_DTYPES.get(dtype))
-    pre = prepare_input(image, mask)
+    models = SyncHumanModels(models_dir, device=device, dtype=resolve_dtype(dtype, device))
+    pre = preprocess(models, image, mask)
     gen = make_generator(seed)
 
     def drop(stage: str) -> None:
