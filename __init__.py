@@ -1,17 +1,12 @@
 """ComfyUI entry point of ComfyUI-SyncHuman.
 
-ComfyUI imports this file by path. The nodes are registered through the V3 API
-(``comfy_entrypoint``) only when the host is importable, so ``import`` of this package outside
-ComfyUI (tests, the standalone library) has no side effects.
+ComfyUI imports this file by path and finds ``comfy_entrypoint`` (V3 API). Importing it registers nothing
+and does not import ComfyUI: the nodes are imported when ComfyUI calls the entry point, so this folder can
+be imported anywhere (tests, packaging tools) without side effects.
 """
 
 from __future__ import annotations
 
-import importlib.util
+from .nodes import comfy_entrypoint
 
-if importlib.util.find_spec("comfy_api") is not None and importlib.util.find_spec("folder_paths") is not None:
-    from .nodes import comfy_entrypoint  # noqa: F401
-
-    __all__ = ["comfy_entrypoint"]
-else:  # pragma: no cover - outside ComfyUI
-    __all__ = []
+__all__ = ["comfy_entrypoint"]

@@ -1,11 +1,16 @@
-"""The only place the node pack talks to ComfyUI services: devices, memory, progress, interrupts,
-model folders. Nodes call these helpers; ``synchuman_core`` never sees ComfyUI."""
+"""The only place the node pack talks to ComfyUI services: model folders, devices, memory, progress,
+interrupts and out-of-memory errors. Nodes call these helpers; ``synchuman_core`` never sees ComfyUI.
+
+Nothing here runs at import time: the model folder is registered by :func:`register_model_folder`
+(called from ``comfy_entrypoint`` and, idempotently, wherever a folder is looked up).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,17 +24,32 @@ log = logging.getLogger(__name__)
 MODEL_FOLDER_KEY = "synchuman"
 
 
+# ------------------------------------------------------------------------------------------- model folders
+
+
 def register_model_folder() -> str:
-    """Register ``models/synchuman`` with ComfyUI (idempotent); returns the default path."""
+    """Register ``<ComfyUI>/models/synchuman`` under the key ``synchuman`` (idempotent); returns its path.
+
+    Folders a user adds in ``extra_model_paths.yaml`` (key ``synchuman``) are kept and searched too.
+    """
     default = os.path.join(folder_paths.models_dir, MODEL_FOLDER_KEY)
-    if default not in folder_paths.get_folder_paths(MODEL_FOLDER_KEY):
+    known = folder_paths.folder_names_and_paths.get(MODEL_FOLDER_KEY)  # get_folder_paths raises on a new key
+    if known is None or default not in known[0]:
         folder_paths.add_model_folder_path(MODEL_FOLDER_KEY, default, is_default=True)
     return default
 
 
 def model_roots() -> list[str]:
+    """Every folder registered under ``synchuman`` (the default one first)."""
     register_model_folder()
-    return [p for p in folder_paths.get_folder_paths(MODEL_FOLDER_KEY)]
+    return list(folder_paths.get_folder_paths(MODEL_FOLDER_KEY))
+
+
+def default_model_root() -> str:
+    return register_model_folder()
+
+
+# ------------------------------------------------------------------------------------------- devices
 
 
 def load_device() -> torch.device:
@@ -41,38 +61,97 @@ def offload_device() -> torch.device:
 
 
 def intermediate_device() -> torch.device:
+    """Where node outputs live (CPU unless ComfyUI runs with ``--gpu-only``)."""
     return mm.intermediate_device()
+
+
+# ------------------------------------------------------------------------------------------- progress
 
 
 def throw_if_interrupted() -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
-def progress_callback(total: int) -> Callable[..., None]:
-    """A ``callback(step, total, *_)`` for core loops: updates a ComfyUI progress bar (which is also
-    where an interrupt takes effect) and checks for interruption."""
-    bar = comfy.utils.ProgressBar(total)
+def step_callback(total: int) -> Callable[..., None]:
+    """``callback(step, total, x)`` for the core samplers: advances a ComfyUI progress bar (the bar's hook is
+    where ``POST /interrupt`` takes effect) and checks for interruption."""
+    bar = comfy.utils.ProgressBar(max(int(total), 1))
 
-    def cb(step: int, total_: int | None = None, *args: Any, **kwargs: Any) -> None:
+    def cb(step: int, total_: int | None = None, *_args: Any, **_kwargs: Any) -> None:
         bar.update_absolute(int(step), int(total_) if total_ else None)
         mm.throw_exception_if_processing_interrupted()
 
     return cb
 
 
-class ManagedModule:
-    """Wrap a torch module in a ``ModelPatcher`` so ComfyUI can move, offload and free it."""
+def fraction_callback(resolution: int = 100) -> Callable[[str, float], None]:
+    """``progress(stage, fraction)`` for the exporter: a bar of ``resolution`` ticks, interrupt checks."""
+    bar = comfy.utils.ProgressBar(resolution)
 
-    def __init__(self, module: torch.nn.Module):
-        import comfy.model_patcher
+    def cb(_stage: str, fraction: float) -> None:
+        bar.update_absolute(int(round(max(0.0, min(1.0, float(fraction))) * resolution)))
+        mm.throw_exception_if_processing_interrupted()
 
+    return cb
+
+
+# ------------------------------------------------------------------------------------------- memory
+
+
+class ManagedModule(torch.nn.Module):
+    """Holder of one component for ``ModelPatcher``.
+
+    ComfyUI's ``ModelPatcher`` assigns ``model.device`` (and other bookkeeping attributes) when it loads and
+    offloads; diffusers, transformers and our DINOv2 expose ``device`` as a read-only property, so the
+    patcher gets this plain holder and the component is its child (same parameters, moved together).
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
         self.module = module
-        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=load_device(), offload_device=offload_device())
 
-    def load(self, memory_required: int = 0) -> torch.nn.Module:
-        mm.load_models_gpu([self.patcher], memory_required=memory_required)
-        return self.module
 
-    def offload(self) -> None:
-        self.patcher.unpatch_model(self.patcher.offload_device)
+def make_patcher(module: torch.nn.Module):
+    """Wrap a module so that ComfyUI's model manager can load, offload and evict it."""
+    import comfy.model_patcher
+
+    return comfy.model_patcher.ModelPatcher(ManagedModule(module), load_device=load_device(),
+                                            offload_device=offload_device())
+
+
+def load_patchers(patchers: Iterable[Any], memory_required: int = 0) -> None:
+    """``load_models_gpu`` with full loads: our modules are plain ``torch.nn`` (not ``comfy.ops``), so a
+    partial (low-VRAM) load would leave some of their weights on the CPU."""
+    patchers = list(patchers)
+    if patchers:
+        mm.load_models_gpu(patchers, memory_required=int(memory_required), force_full_load=True)
+
+
+def unload_patchers(patchers: Iterable[Any]) -> None:
+    """Offload these models now (as ComfyUI does when it needs their memory) and forget them as loaded."""
+    wanted = {id(p) for p in patchers}
+    for lm in list(getattr(mm, "current_loaded_models", [])):
+        if id(getattr(lm, "model", None)) in wanted:
+            lm.model_unload()
+            mm.current_loaded_models.remove(lm)
+    mm.soft_empty_cache()
+
+
+class SyncHumanOutOfMemoryError(torch.OutOfMemoryError):
+    """Out of memory, with the setting that lowers it. A ``torch.OutOfMemoryError``, so ComfyUI still adds
+    its own tip and unloads every model after the failed prompt."""
+
+
+@contextmanager
+def oom_hint(stage: str, hints: str) -> Iterator[None]:
+    """Re-raise an out-of-memory error inside ``stage`` with what to change (``hints``)."""
+    try:
+        yield
+    except mm.OOM_EXCEPTION as e:
+        if isinstance(e, SyncHumanOutOfMemoryError):
+            raise
         mm.soft_empty_cache()
+        raise SyncHumanOutOfMemoryError(
+            f"SyncHuman ran out of memory in {stage} on {load_device()}. To use less memory: {hints}. "
+            f"(original error: {str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from e

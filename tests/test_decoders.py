@@ -87,7 +87,7 @@ def test_configs_reject_what_they_cannot_honour():
     with pytest.raises(ConfigError, match="use_faceinfo"):
         SLatMeshDecoderConfig.from_official({**base, "args": {**base["args"], "use_faceinfo": True}})
     with pytest.raises(ConfigError, match="mv_dim"):
-        SLatMeshDecoderConfig.from_official({**base, "args": {**base["args"], "mv_dim": 512}})
+        SLatMeshDecoderConfig.from_official({**base, "args": {**base["args"], "mv_dim": 0}})
     with pytest.raises(ConfigError, match="mv_condition_mode"):
         SLatMeshDecoderConfig.from_official(
             {**base, "args": {**base["args"], "mv_condition_mode": "front_global_cross"}}

@@ -195,3 +195,18 @@ def test_compare_meshes_is_order_independent():
     assert r == {"count_mismatch": 0.0, "vertex_error": 0.0, "attr_error": 0.0, "face_mismatches": 0.0}
     r = compare_meshes(v2, f2[:, [0, 2, 1]], m.vertices, m.faces)  # flipped winding is a mismatch
     assert r["face_mismatches"] == 2 * m.faces.shape[0]
+
+
+def test_sorted_key_fallback_matches_dense_tables(monkeypatch):
+    import synchuman_core.geometry.flexicubes as fc
+
+    g = torch.Generator().manual_seed(5)
+    res = 10
+    coords = (torch.rand(res, res, res, generator=g) < 0.5).nonzero()
+    feats = torch.randn(coords.shape[0], 101, generator=g)
+    feats[:, :8] *= 0.1
+    dense = sparse_features_to_mesh(coords, feats, res=res)
+    monkeypatch.setattr(fc, "_DENSE_MAX_CELLS", 0)  # force sorting / binary search everywhere
+    sparse = sparse_features_to_mesh(coords, feats, res=res)
+    assert torch.equal(dense.vertices, sparse.vertices) and torch.equal(dense.faces, sparse.faces)
+    assert torch.equal(dense.vertex_attrs, sparse.vertex_attrs) and dense.faces.shape[0] > 100

@@ -81,23 +81,28 @@ def pull_push_fill(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """Fill unknown pixels of ``image [H, W, C]`` from the known ones (``known [H, W]`` bool).
 
     Pull: build a pyramid of premultiplied averages; push: fill each level's holes with the upsampled
-    coarser level. Smooth, O(HW), no seams at chart borders.
+    coarser level. Smooth, O(HW), no seams at chart borders. Known pixels are returned unchanged.
     """
     if bool(known.all()) or not bool(known.any()):
         return image
-    x = torch.cat([image.permute(2, 0, 1) * known, known[None].to(image.dtype)], dim=0)[None]  # [1, C+1, H, W]
-    pyramid = [x]
+    k = known[None, None].to(image.dtype)  # [1, 1, H, W]
+    level0 = torch.cat([image.permute(2, 0, 1)[None] * k, k], dim=1)  # [1, C+1, H, W] premultiplied
+    pyramid = [F.avg_pool2d(level0, kernel_size=2, stride=2, ceil_mode=True)]
+    del level0, k
     while min(pyramid[-1].shape[-2:]) > 1:
         pyramid.append(F.avg_pool2d(pyramid[-1], kernel_size=2, stride=2, ceil_mode=True))
-    filled = pyramid[-1]
-    filled = filled[:, :-1] / filled[:, -1:].clamp(min=1e-12)
+    filled = pyramid[-1][:, :-1] / pyramid[-1][:, -1:].clamp(min=1e-12)
     for level in reversed(pyramid[:-1]):
         up = F.interpolate(filled, size=level.shape[-2:], mode="bilinear", align_corners=False)
-        w = level[:, -1:].clamp(max=1.0)
-        color = level[:, :-1] / level[:, -1:].clamp(min=1e-12)
-        filled = torch.where(level[:, -1:] > 0, color * w + up * (1 - w), up)
-    out = filled[0].permute(1, 2, 0)
-    return torch.where(known[..., None], image, out)
+        w = level[:, -1:]
+        color = level[:, :-1] / w.clamp(min=1e-12)
+        wc = w.clamp(max=1.0)
+        filled = torch.where(w > 0, color * wc + up * (1 - wc), up)
+    # finest level: known pixels keep their value, the rest take the upsampled fill
+    up = F.interpolate(filled, size=image.shape[:2], mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+    out = image.clone()
+    out[~known] = up[~known]
+    return out
 
 
 def diffuse_vertex_colors(
@@ -157,6 +162,61 @@ def _border_weight(col: torch.Tensor, row: torch.Tensor, h: int, w: int, feather
     return (d / feather).clamp(0.0, 1.0)
 
 
+@dataclass
+class _PreparedView:
+    """A view with its z-buffer and premultiplied color+mask stack, ready for lookups."""
+
+    view: BakeView
+    stack: torch.Tensor  # [1, 4, H, W]: color * valid, valid
+    depth: torch.Tensor  # [H, W] z-buffer of the mesh seen by this view
+    tol: float  # visibility slack in world units
+
+
+def _prepare_views(
+    vertices: torch.Tensor, faces: torch.Tensor, views: list[BakeView], settings: BakeSettings
+) -> list[_PreparedView]:
+    out = []
+    for view in views:
+        h, w, cam = view.height, view.width, view.camera
+        rast = rasterize(cam.project(vertices, h, w), faces, h, w)
+        valid = (view.mask.to(vertices.device) & rast.mask).to(torch.float32)  # [H, W]
+        stack = torch.cat([view.image.to(vertices.device) * valid, valid[None]], dim=0)[None]
+        tol = settings.depth_tolerance_px * cam.pixel_size(h, w)
+        out.append(_PreparedView(view=view, stack=stack, depth=rast.depth, tol=tol))
+    return out
+
+
+def _accumulate(
+    points: torch.Tensor, normals: torch.Tensor, prepared: list[_PreparedView], settings: BakeSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n = points.shape[0]
+    csum = torch.zeros(n, 3, dtype=torch.float32, device=points.device)
+    wsum = torch.zeros(n, dtype=torch.float32, device=points.device)
+    for pv in prepared:
+        view, cam = pv.view, pv.view.camera
+        h, w = view.height, view.width
+        p = cam.project(points, h, w)  # [N, 3] (col, row, depth)
+        col, row, depth = p[:, 0], p[:, 1], p[:, 2]
+        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+        ci = col.floor().long().clamp(0, w - 1)
+        ri = row.floor().long().clamp(0, h - 1)
+        visible = inside & (depth <= pv.depth[ri, ci] + pv.tol)
+        # bilinear lookup of premultiplied color and mask
+        grid = torch.stack([col / w * 2 - 1, row / h * 2 - 1], dim=-1).view(1, 1, n, 2)
+        sampled = F.grid_sample(pv.stack, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, :, 0]
+        alpha = sampled[3]  # [N]
+        cos = (normals @ cam.view_direction(points.device)).clamp(min=0.0)
+        facing = torch.where(cos > settings.min_cos, cos.pow(settings.weight_power), torch.zeros_like(cos))
+        wgt = facing * visible * view.weight * _border_weight(col, row, h, w, view.feather_px)  # [N]
+        # sampled color is premultiplied by alpha: color * alpha * wgt without a division
+        csum += sampled[:3].T * wgt[:, None]
+        wsum += alpha * wgt
+    return csum, wsum
+
+
+_CHUNK = 1 << 20  # surface points per projection batch (bounds memory at 4096² textures)
+
+
 def project_views(
     points: torch.Tensor,
     normals: torch.Tensor,
@@ -170,33 +230,14 @@ def project_views(
     Returns ``(color_sum [N, 3], weight_sum [N])``; the color is ``color_sum / weight_sum`` where the
     weight is positive. Each view's z-buffer comes from rasterising the mesh (``vertices``, ``faces``).
     """
-    n = points.shape[0]
-    csum = torch.zeros(n, 3, dtype=torch.float32, device=points.device)
-    wsum = torch.zeros(n, dtype=torch.float32, device=points.device)
-    for view in views:
-        h, w, cam = view.height, view.width, view.camera
-        image = view.image.to(points.device)
-        mask = view.mask.to(points.device)
-        rast = rasterize(cam.project(vertices, h, w), faces, h, w)
-        valid = (mask & rast.mask).to(torch.float32)  # [H, W]
-        p = cam.project(points, h, w)  # [N, 3] (col, row, depth)
-        col, row, depth = p[:, 0], p[:, 1], p[:, 2]
-        inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        ci = col.floor().long().clamp(0, w - 1)
-        ri = row.floor().long().clamp(0, h - 1)
-        tol = settings.depth_tolerance_px * cam.pixel_size(h, w)
-        visible = inside & (depth <= rast.depth[ri, ci] + tol)
-        # bilinear lookup of premultiplied color and mask
-        stack = torch.cat([image * valid, valid[None]], dim=0)[None]  # [1, 4, H, W]
-        grid = torch.stack([col / w * 2 - 1, row / h * 2 - 1], dim=-1).view(1, 1, n, 2)
-        sampled = F.grid_sample(stack, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, :, 0]
-        alpha = sampled[3]  # [N]
-        cos = (normals @ cam.view_direction(points.device)).clamp(min=0.0)
-        facing = torch.where(cos > settings.min_cos, cos.pow(settings.weight_power), torch.zeros_like(cos))
-        wgt = facing * alpha * visible * view.weight * _border_weight(col, row, h, w, view.feather_px)
-        csum += sampled[:3].T / alpha.clamp(min=1e-6)[:, None] * wgt[:, None]
-        wsum += wgt
-    return csum, wsum
+    prepared = _prepare_views(vertices, faces, views, settings)
+    parts = [
+        _accumulate(points[i : i + _CHUNK], normals[i : i + _CHUNK], prepared, settings)
+        for i in range(0, points.shape[0], _CHUNK)
+    ]
+    if not parts:
+        return points.new_zeros(0, 3), points.new_zeros(0)
+    return torch.cat([c for c, _ in parts]), torch.cat([w for _, w in parts])
 
 
 def bake_vertex_colors(
@@ -246,40 +287,48 @@ def bake_texture(
     idx = torch.nonzero(inside.view(-1)).squeeze(1)
     tri = rast.tri_id.view(-1)[idx]
     bary = rast.bary.view(-1, 3)[idx]
+    del rast  # [T, T] buffers: 400 MB at 4096²
     texture = torch.zeros(t * t, 3, dtype=torch.float32, device=dev)
     stats: dict[str, float] = {"chart_texels": float(idx.numel()), "texture_size": float(t)}
 
     node, edges = _welded_edges(vertices, faces)
     if views:
-        pos = (bary[:, :, None] * vertices[faces[tri]]).sum(dim=1)  # [N, 3]
         vn = welded_vertex_normals(vertices, faces)
-        nrm = F.normalize((bary[:, :, None] * vn[faces[tri]]).sum(dim=1), dim=-1)
-        csum, wsum = project_views(pos, nrm, vertices, faces, views, s)
-        seen = wsum > 1e-8
-        color = torch.zeros_like(pos)
-        color[seen] = csum[seen] / wsum[seen, None]
+        prepared = _prepare_views(vertices, faces, views, s)
+        color = torch.zeros(idx.numel(), 3, dtype=torch.float32, device=dev)
+        seen = torch.zeros(idx.numel(), dtype=torch.bool, device=dev)
+        for i in range(0, idx.numel(), _CHUNK):
+            tc, bc = tri[i : i + _CHUNK], bary[i : i + _CHUNK, :, None]
+            pos = (bc * vertices[faces[tc]]).sum(dim=1)  # [n, 3]
+            nrm = F.normalize((bc * vn[faces[tc]]).sum(dim=1), dim=-1)
+            csum, wsum = _accumulate(pos, nrm, prepared, s)
+            ok = wsum > 1e-8
+            color[i : i + _CHUNK][ok] = csum[ok] / wsum[ok, None]
+            seen[i : i + _CHUNK] = ok
         stats["texel_coverage"] = float(seen.float().mean()) if seen.numel() else 0.0
         if not bool(seen.all()):
             # splat seen texels onto welded vertices, diffuse over the surface, read back unseen texels
             n_nodes = int(node.max()) + 1
-            corner = node[faces[tri]]  # [N, 3]
-            wv = bary * seen[:, None]
             vsum = torch.zeros(n_nodes, 3, dtype=torch.float32, device=dev)
             vw = torch.zeros(n_nodes, dtype=torch.float32, device=dev)
             for k in range(3):
-                vsum.index_add_(0, corner[:, k], color * wv[:, k : k + 1])
-                vw.index_add_(0, corner[:, k], wv[:, k])
+                corner_k = node[faces[tri, k]]
+                wk = bary[:, k] * seen
+                vsum.index_add_(0, corner_k, color * wk[:, None])
+                vw.index_add_(0, corner_k, wk)
             vknown = vw > 1e-6
             vcol = torch.zeros_like(vsum)
             vcol[vknown] = vsum[vknown] / vw[vknown, None]
             vcol = diffuse_vertex_colors(vcol, vknown, edges)
-            fill = (bary[:, :, None] * vcol[corner]).sum(dim=1)
-            color = torch.where(seen[:, None], color, fill)
+            miss = torch.nonzero(~seen).squeeze(1)
+            corner = node[faces[tri[miss]]]  # [M, 3]
+            color[miss] = (bary[miss, :, None] * vcol[corner]).sum(dim=1)
     else:
         vc = vertex_colors.to(dev, torch.float32)
         color = (bary[:, :, None] * vc[faces[tri]]).sum(dim=1)
         stats["texel_coverage"] = 1.0
     texture[idx] = color
+    del color, tri, bary, idx
     texture = texture.view(t, t, 3)
     if progress is not None:
         progress(1, 2)
@@ -291,7 +340,7 @@ def bake_texture(
         texture = pull_push_fill(texture, inside)
     if progress is not None:
         progress(2, 2)
-    return texture.clamp(0.0, 1.0), stats
+    return texture.clamp_(0.0, 1.0), stats
 
 
 def _tv_l1(tex: torch.Tensor) -> torch.Tensor:

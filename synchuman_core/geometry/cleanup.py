@@ -42,7 +42,7 @@ class CleanupSettings:
     decimate_ratio: float = 0.7  # fraction of faces REMOVED (official simplify=0.7); 0 = off
     target_faces: int | None = None  # absolute face budget; overrides decimate_ratio when set
     remove_floaters: bool = True
-    floater_min_fraction: float = 0.01  # components with fewer faces than this × total are dropped
+    floater_min_fraction: float = 0.005  # components with fewer faces than this × total are dropped
     remove_invisible: bool = True
     visibility_views: int = 48  # orthographic views on a Fibonacci sphere
     visibility_resolution: int = 512

@@ -116,16 +116,14 @@ def resolve_model_folder(path: str | os.PathLike | ModelFolder, *, search: Itera
         return ModelFolder(p, p / "ckpts", extra)
     if _has_stage_dirs(p):
         return ModelFolder(p, p, extra)
-    # A ComfyUI models directory (<models>/synchuman/...).
-    if p.name != COMFY_FOLDER_NAME and (p / COMFY_FOLDER_NAME).is_dir():
-        try:
-            return resolve_model_folder(p / COMFY_FOLDER_NAME, search=extra)
-        except WeightsNotFoundError:
-            pass
-    # A folder holding one checkpoint per sub-folder (models/synchuman/<name>/ckpts/...).
-    found = find_model_folders([p])
+    # A ComfyUI models directory (<models>/synchuman/...) or a folder holding one checkpoint per
+    # sub-folder (models/synchuman/<name>/ckpts/...).
+    comfy = p / COMFY_FOLDER_NAME
+    found = find_model_folders([comfy] if p.name != COMFY_FOLDER_NAME and comfy.is_dir() else [p])
+    if not found and p.name != COMFY_FOLDER_NAME and comfy.is_dir():
+        found = find_model_folders([p])
     if len(found) == 1:
-        return found[0]
+        return ModelFolder(found[0].base, found[0].ckpts, found[0].search + extra)
     if len(found) > 1:
         names = ", ".join(str(f.base) for f in found)
         raise WeightsNotFoundError(f"{p} holds several SyncHuman checkpoints ({names}); name one of them.")

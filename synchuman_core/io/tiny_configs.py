@@ -65,6 +65,7 @@ def _tiny_decoder(name: str, representation_config: dict[str, Any]) -> dict[str,
             "mv_condition_mode": "4_view",
             "use_multiscale": True,
             "use_faceinfo": False,
+            "mv_dim": TINY_DINO_DIM,  # the tiny DINOv2 gives 4 x 32 channels
             "representation_config": representation_config,
         },
     }
@@ -145,7 +146,7 @@ TINY_JOINT = {
     "resnet_skip_time_act": False,
     "resnet_time_scale_shift": "default",
     "resolution": 16,
-    "sample_size": 96,
+    "sample_size": 24,  # latent 24 (192 px views): fast on CPU; the bridges pool to the structure grid
     "selfattn_block": "self_rowwise",
     "share_mod": False,
     "sparse_mv_attention": True,
@@ -186,7 +187,7 @@ TINY_VAE = {
     "layers_per_block": 1,
     "norm_num_groups": 32,
     "out_channels": 3,
-    "sample_size": 768,
+    "sample_size": 192,
     "scaling_factor": 0.18215,
     "shift_factor": None,
     "up_block_types": ["UpDecoderBlock2D"] * 4,

@@ -214,7 +214,7 @@ def _split_views(mv: torch.Tensor, groups: int, num_views: int) -> torch.Tensor:
             f"image features must have batch 2 domains x {groups} groups x {num_views} views = "
             f"{2 * groups * num_views} (structure batch {groups}), got {mv.shape[0]}"
         )
-    return mv.view(2, groups, num_views, *mv.shape[1:])
+    return mv.reshape(2, groups, num_views, *mv.shape[1:])
 
 
 def _structure_res(structure: torch.Tensor) -> int:

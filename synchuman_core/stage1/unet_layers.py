@@ -307,7 +307,7 @@ class RowwiseMultiviewAttention(_AttentionProjections):
             return t.reshape(g * h, vb * w, self.heads, self.dim_head)
 
         o = attention(rows(q), rows(k), rows(v))  # [(g h), (v w), heads, d]
-        o = o.view(g, h, vb, w, self.heads * self.dim_head).permute(0, 2, 1, 3, 4).reshape(b, n, -1)
+        o = o.reshape(g, h, vb, w, self.heads * self.dim_head).permute(0, 2, 1, 3, 4).reshape(b, n, -1)
         return self.to_out[0](o)
 
 

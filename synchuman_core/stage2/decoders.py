@@ -14,7 +14,7 @@ Both decoders share a trunk (TRELLIS ``SparseTransformerBase`` + SyncHuman's mul
 
 Kept quirks (weight compatibility): the decoders' ``forward(x, mv_color, mv_normal)`` takes colour first
 while every block concatenates ``[h, normal, colour]``; blocks size ``mv_condition`` with a fixed
-``mv_dim = 1024`` whatever the decoder's ``mv_dim``; ``norm3`` feeds the injection and ``norm2`` the MLP;
+``mv_dim`` (1024 in the released configs, which the official blocks hard-code); ``norm3`` feeds the injection and ``norm2`` the MLP;
 the mesh decoder's 1x1 skip convs use spconv's ``weight.view(in, out)`` reinterpretation.
 
 With ``use_fp16`` the constructor converts the Linear / sparse-conv weights of ``blocks`` (and the mesh
@@ -64,7 +64,9 @@ __all__ = [
 ]
 
 # The official SparseTransformerBlock is built without the decoder's mv_dim, so its default (1024)
-# always sizes mv_condition: Linear(C + 2 * views * 1024, 4C).
+# always sizes mv_condition: Linear(C + 2 * views * 1024, 4C). The released configs do not set mv_dim
+# (= 1024), so honouring mv_dim in the blocks changes nothing for them and lets small test checkpoints
+# (tiny DINOv2 widths) run the decoders end to end.
 BLOCK_MV_DIM = 1024
 
 
@@ -155,10 +157,8 @@ class SLatDecoderConfig:
             raise ConfigError(f"attn_mode {self.attn_mode!r} is not supported (use 'swin' or 'full')")
         if self.heads <= 0 or self.model_channels % self.heads:
             raise ConfigError(f"model_channels {self.model_channels} is not divisible into {self.heads} heads")
-        if self.mv_dim != BLOCK_MV_DIM:
-            raise ConfigError(
-                f"mv_dim {self.mv_dim} cannot work: the official blocks always expect {BLOCK_MV_DIM}-d view features"
-            )
+        if self.mv_dim <= 0:
+            raise ConfigError(f"mv_dim must be positive, got {self.mv_dim}")
         if self.use_faceinfo:
             raise ConfigError("use_faceinfo=true is not supported (the released decoders use false)")
         mv_condition_views(self.mv_condition_mode)
@@ -228,6 +228,7 @@ class MVSparseTransformerBlock(SparseTransformerBlock):
         shift_window: int | None = None,
         qk_rms_norm: bool = False,
         num_views: int = 4,
+        mv_dim: int = BLOCK_MV_DIM,
         *,
         device=None,
         dtype=None,
@@ -239,7 +240,7 @@ class MVSparseTransformerBlock(SparseTransformerBlock):
         kw = {"device": device, "dtype": dtype}
         self.norm3 = LayerNorm32(channels, elementwise_affine=False, eps=1e-6, **kw)
         self.mv_condition = nn.Sequential(
-            nn.Linear(channels + 2 * num_views * BLOCK_MV_DIM, 4 * channels, **kw),
+            nn.Linear(channels + 2 * num_views * mv_dim, 4 * channels, **kw),
             nn.GELU(approximate="tanh"),
             nn.Linear(4 * channels, channels, **kw),
         )
@@ -325,6 +326,7 @@ class _SLatDecoderBase(nn.Module):
                 shift_window=(cfg.window_size // 2 * (i % 2)) if cfg.attn_mode == "swin" else None,
                 qk_rms_norm=cfg.qk_rms_norm,
                 num_views=len(cfg.views),
+                mv_dim=cfg.mv_dim,
                 **kw,
             )
             for i in range(cfg.num_blocks)

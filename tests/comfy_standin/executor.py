@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -75,6 +76,7 @@ class PromptResult:
     ui: dict[str, dict] = field(default_factory=dict)  # node id -> ui dict (what /history shows)
     progress: list[tuple[str, float, float]] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)  # execution order
+    seconds: dict[str, float] = field(default_factory=dict)  # node id -> time in its execute
 
 
 # ------------------------------------------------------------------------------------------------ node info
@@ -356,6 +358,7 @@ def run_prompt(prompt: dict, nodes: Mapping[str, type], *, extra_data: dict | No
             kwargs[k] = run(v[0], stack + (nid,))[v[1]] if _is_link(v) else v
         current["node"] = nid
         mm.throw_exception_if_processing_interrupted()  # nodes.before_node_execution()
+        t0 = time.perf_counter()
         try:
             out, ui = _call(cls, nid, kwargs, prompt, extra_data)
         except mm.InterruptProcessingException as e:
@@ -366,6 +369,7 @@ def run_prompt(prompt: dict, nodes: Mapping[str, type], *, extra_data: dict | No
                 tips = OOM_TIPS
                 mm.unload_all_models()
             raise PromptExecutionError(nid, node["class_type"], ex, f"{ex}\n{tips}") from ex
+        result.seconds[nid] = time.perf_counter() - t0
         result.outputs[nid] = out
         if ui:
             result.ui[nid] = ui
