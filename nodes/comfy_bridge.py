@@ -13,11 +13,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
-
 import comfy.model_management as mm
 import comfy.utils
 import folder_paths
+import torch
 
 log = logging.getLogger(__name__)
 

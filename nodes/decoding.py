@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import torch
-
 from comfy_api.latest import Types, io
 
 from synchuman_core.errors import InputImageError
@@ -92,7 +91,8 @@ class SyncHumanFeatureInjector(io.ComfyNode):
             bar(1)
             mv_normal = multiview_features(m, normals)
             bar(2)
-        return io.NodeOutput(InjectedFeatures(slat=slat.slat, mv_color=mv_color, mv_normal=mv_normal,
+        dev = bridge.intermediate_device()
+        return io.NodeOutput(InjectedFeatures(slat=slat.slat, mv_color=mv_color.to(dev), mv_normal=mv_normal.to(dev),
                                               color_views=colors, normal_views=normals))
 
 

@@ -6,7 +6,6 @@ import logging
 import os
 
 import torch
-
 from comfy_api.latest import io
 
 from synchuman_core.errors import InputImageError

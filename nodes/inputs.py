@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from comfy_api.latest import io
 
 from synchuman_core.errors import InputImageError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import torch
-
 from comfy_api.latest import Types, io
 
 from synchuman_core.samplers import SAMPLERS, SamplerSettings, make_generator

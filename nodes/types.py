@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
 from comfy_api.latest import io
 
 MODELS = io.Custom("SYNCHUMAN_MODELS")  # nodes.models.ModelBundle

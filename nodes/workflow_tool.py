@@ -29,8 +29,9 @@ API_DIR = WORKFLOW_DIR / "api"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 #: Frontend-only node types (no backend class; never part of a prompt).
 VIRTUAL_NODES = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
-#: Widgets the frontend appends to some core nodes after their inputs' widgets (values saved, never sent).
-EXTRA_WIDGETS: dict[str, int] = {"SaveGLB": 1, "Preview3D": 1}
+#: Widgets the frontend appends to some core nodes after their inputs' widgets: the 3D viewer of
+#: ``SaveGLB`` / ``Preview3D`` is a widget named ``image`` whose value (``""``) "Export (API)" sends.
+EXTRA_WIDGETS: dict[str, tuple[str, ...]] = {"SaveGLB": ("image",), "Preview3D": ("image",)}
 SEED_NAMES = ("seed", "noise_seed")
 
 
@@ -66,7 +67,8 @@ def has_control_widget(name: str, typ: Any, opts: dict) -> bool:
 
 
 def widget_slots(class_type: str, info: Mapping[str, Any]) -> list[tuple[str | None, Any, dict]]:
-    """One entry per ``widgets_values`` position: ``(input name or None for a frontend extra, type, opts)``."""
+    """One entry per ``widgets_values`` position: ``(name, type, opts)``; name None for the frontend's
+    unsent widgets (seed control, upload button); type ``EXTRA`` for its sent extras (see EXTRA_WIDGETS)."""
     slots: list[tuple[str | None, Any, dict]] = []
     for name, typ, opts in widget_inputs(info):
         slots.append((name, typ, opts))
@@ -74,7 +76,7 @@ def widget_slots(class_type: str, info: Mapping[str, Any]) -> list[tuple[str | N
             slots.append((None, "CONTROL", {}))
         if opts.get("image_upload") or opts.get("file_upload"):
             slots.append((None, "UPLOAD", {}))
-    slots += [(None, "EXTRA", {})] * EXTRA_WIDGETS.get(class_type, 0)
+    slots += [(name, "EXTRA", {}) for name in EXTRA_WIDGETS.get(class_type, ())]
     return slots
 
 
@@ -121,7 +123,7 @@ def _check_value(where: str, name: str, typ: Any, opts: dict, value: Any) -> lis
     elif typ == "BOOLEAN":
         if not isinstance(value, bool):
             return [f"{where}: {name} must be true/false, got {value!r}"]
-    elif typ == "STRING":
+    elif typ in ("STRING", "EXTRA"):
         if not isinstance(value, str):
             return [f"{where}: {name} must be a string, got {value!r}"]
     elif typ == "COMBO" or isinstance(typ, list):

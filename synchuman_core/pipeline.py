@@ -178,6 +178,25 @@ def _component(models: Any, name: str) -> Any:
         raise ConfigError(f"the models object has no component {name!r} needed here") from None
 
 
+def _peek(models: Any, name: str) -> Any:
+    """A component for reading its config or dtype only: ``models.peek(name)`` when the models object
+    manages residency (:class:`synchuman_core.memory.ManagedModels`: no move to the GPU), else the
+    attribute (None if absent)."""
+    peek = getattr(models, "peek", None)
+    if callable(peek):
+        return peek(name)
+    return getattr(models, name, None)
+
+
+def _target_device_dtype(models: Any, name: str) -> tuple[torch.device, torch.dtype]:
+    """``(device, dtype)`` component ``name`` computes with, without placing it on the device when the
+    models object can tell (``models.device_dtype(name)``)."""
+    fn = getattr(models, "device_dtype", None)
+    if callable(fn):
+        return fn(name)
+    return _module_device_dtype(_component(models, name))
+
+
 def _module_device_dtype(module: Any, default_dtype: torch.dtype = torch.float32) -> tuple[torch.device, torch.dtype]:
     if isinstance(module, torch.nn.Module):
         for p in module.parameters():
@@ -237,7 +256,7 @@ def multiview_size(models: Any) -> int:
     VAE down-sampling factor (768 for the released checkpoint)."""
     from .preprocess import MV_SIZE
 
-    joint, vae = getattr(models, "joint", None), getattr(models, "vae", None)
+    joint, vae = _peek(models, "joint"), _peek(models, "vae")
     sample_size = getattr(getattr(getattr(joint, "config", None), "unet", None), "sample_size", None)
     channels = getattr(getattr(vae, "config", None), "block_out_channels", None)
     if sample_size is None or channels is None:
@@ -263,7 +282,13 @@ def preprocess(models: Any, image: Any, mask: Any = None, *, mask_is_inverted: b
 
 
 @torch.no_grad()
-def prepare_conditioning(models: Any, preprocessed: Any, *, on_stage_done: Callable[[str], None] | None = None) -> Stage1Inputs:
+def prepare_conditioning(
+    models: Any,
+    preprocessed: Any,
+    *,
+    on_stage_done: Callable[[str], None] | None = None,
+    encode_slice_size: int = 2,
+) -> Stage1Inputs:
     """Encode the preprocessed input for stage 1 (ARCHITECTURE §1.1 steps 4-6, 8).
 
     * prompts: the fixed view-prompt embeddings ``[10, 77, D]``;
@@ -272,19 +297,21 @@ def prepare_conditioning(models: Any, preprocessed: Any, *, on_stage_done: Calla
     * 3D condition: DINOv2 ``x_prenorm`` + non-affine LN of the 518² crop ``[1, 1374, 1024]``.
 
     The 10 conditioning images are the 5 views twice (normal half, colour half), as official.
+    ``encode_slice_size``: images per VAE encode call (memory vs speed; same result).
+    Each encoder is fetched right before it runs and the joint model is not touched (only its
+    device/dtype are read), so a residency manager can keep one model at a time on the GPU.
     """
     from .encoders.clip import ClipImageEmbedder
     from .encoders.vae import vae_encode
 
     views, cond_img = _views_and_condition_image(preprocessed)
-    joint = _component(models, "joint")
-    j_device, j_dtype = _module_device_dtype(joint)
+    j_device, j_dtype = _target_device_dtype(models, "joint")
     images = torch.cat([views, views], dim=0)  # [10, 3, S, S]: normal half, colour half
 
     _check_view_size(models, views.shape[-1])
     prompts = view_prompt_embeds(models)
     image_embeds = ClipImageEmbedder(_component(models, "image_encoder"))(images)
-    image_latents = vae_encode(_component(models, "vae"), images)
+    image_latents = vae_encode(_component(models, "vae"), images, slice_size=encode_slice_size)
     dino = _component(models, "dinov2")
     structure_cond = _dino_condition(dino, cond_img, _module_device_dtype(dino)[1])
     cond = Stage1Conditioning(
@@ -337,6 +364,7 @@ def run_stage1(
         joint, inputs.conditioning, settings or SamplerSettings.stage1(), generator,
         callback=callback, cfg_batching=cfg_batching,
     )
+    del joint  # a residency manager may drop it now
 
     # 2D: decode [normal(5) | colour(5)] -> [10, 3, S, S] in [0, 1]
     images = vae_decode(_component(models, "vae"), lat.latents, slice_size=decode_slice_size,
@@ -409,22 +437,25 @@ def run_stage2(
     settings = settings or folder_settings
     generator = generator if generator is not None else make_generator(43)
 
-    dino = _component(models, "dinov2")
+    # each component is fetched right before it runs (a residency manager may move the previous one off)
+    cond = _dino_condition(_component(models, "dinov2"), stage1.condition_image, torch.float32)
     flow = _component(models, "slat_flow")
-    f_device, f_dtype = _module_device_dtype(flow)
-    cond = _dino_condition(dino, stage1.condition_image, torch.float32)
+    f_device, _ = _module_device_dtype(flow)
     slat = sample_slat(flow, stage1.coords.to(f_device), cond.to(f_device), settings, generator,
                        normalization=normalization, callback=callback,
                        in_channels=getattr(getattr(flow, "config", None), "in_channels", 8))
 
     mesh = gaussians = None
+    del flow
     if decode_mesh or decode_gaussians:
         # multiview features of the 4 body views (face excluded): [1, 4, 64, 64, 4096] each
+        dino = _component(models, "dinov2")
         mv_color = dino.multiview_features(stage1.color_views[:BODY_VIEWS])[None]
         mv_normal = dino.multiview_features(stage1.normal_views[:BODY_VIEWS])[None]
         if decode_gaussians:
             dec = _component(models, "gs_decoder")
             gaussians = _first(dec(_to_module(slat, dec), mv_color, mv_normal))
+            del dec
         if decode_mesh:
             dec = _component(models, "mesh_decoder")
             mesh = _first(dec(_to_module(slat, dec), mv_color, mv_normal))

@@ -19,7 +19,7 @@ RES = 96
 
 @pytest.fixture(scope="module")
 def scene():
-    v, f = synthetic_body(8)
+    v, f = synthetic_body(12)
     rv = render_generated_views(TexturedMesh(v, f, vertex_colors=smooth_color_field(v)), RES, face_resolution=RES)
     return v, f, rv
 

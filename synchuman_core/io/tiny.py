@@ -16,6 +16,8 @@ are finite and deterministic.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import logging
 import shutil
@@ -80,13 +82,21 @@ def calibrate_tiny_occupancy(decoder: nn.Module, seed: int, fraction: float = TI
     conv = decoder.out_layer[-1]
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(1, decoder.input_layer.in_channels, 16, 16, 16, generator=g)
-    logits = decoder(z).float().flatten()
+    logits = copy.deepcopy(decoder).float()(z).flatten()  # fp32 copy: fp16 convs are very slow on CPU
     thr = torch.quantile(logits[:: max(1, logits.numel() // 100_000)], 1.0 - fraction)
     conv.bias.sub_(thr.to(conv.bias.dtype))
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+@functools.lru_cache(maxsize=32)
+def tiny_state_dict(name: str, seed: int) -> dict[str, torch.Tensor]:
+    """The tiny component's state dict, built once per process (writing many tiny folders in one test
+    session then costs file writes only). Callers must not modify the returned tensors."""
+    model, _ = tiny_model(name, seed)
+    return _state_dict(model)
 
 
 def _save(sd: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> int:
@@ -133,9 +143,9 @@ def write_tiny_dinov2_hf(out_dir: str | Path, seed: int = 0) -> Path:
     from ..encoders.dinov2 import hub_to_hf_keys
 
     out = Path(out_dir)
-    model, cfg = tiny_model("dinov2", seed)
-    _write_json(out / "config.json", hf_dinov2_config(cfg))
-    _save(hub_to_hf_keys(_state_dict(model)), out / "model.safetensors")
+    spec = get_spec("dinov2")
+    _write_json(out / "config.json", hf_dinov2_config(spec.read_config(spec.tiny_config)))
+    _save(hub_to_hf_keys(dict(tiny_state_dict("dinov2", seed))), out / "model.safetensors")
     return out
 
 
@@ -145,16 +155,14 @@ def _write_component(spec: ComponentSpec, mf: ModelFolder, seed: int, dinov2_for
         if dinov2_format == "hf":
             write_tiny_dinov2_hf(d, seed)
             return (d / "model.safetensors").stat().st_size
-        model, _ = tiny_model(spec, seed)
-        return _save(_state_dict(model), d / str(spec.default_weight_name()),
+        return _save(tiny_state_dict(spec.name, seed), d / str(spec.default_weight_name()),
                      {"config": json.dumps(spec.tiny_config)})
     d = mf.path(spec.subdir)
     if spec.config_file:
         _write_json(d / spec.config_file, spec.tiny_config)
     if not spec.is_module:
         return 0
-    model, _ = tiny_model(spec, seed)
-    return _save(_state_dict(model), d / str(spec.default_weight_name()))
+    return _save(tiny_state_dict(spec.name, seed), d / str(spec.default_weight_name()))
 
 
 def write_tiny_checkpoint(

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             comps = run_fixture(d, args.tol)
-        except Exception as e:  # report and continue with the next fixture
+        except Exception as e:  # noqa: BLE001 - report and continue with the next fixture
             sys.stdout.write(f"FAIL {d}: {type(e).__name__}: {e}\n")
             failed += 1
             continue

@@ -13,15 +13,15 @@ import json
 import os
 import struct
 
+import folder_paths
 import numpy as np
 import torch
-from PIL import Image, ImageOps, ImageSequence
-
-import folder_paths
 from comfy_api.latest import Types, io, ui
+from PIL import Image, ImageOps, ImageSequence
 
 
 class LoadImage:
+    DISPLAY_NAME = "Load Image"
     CATEGORY = "image"
     RETURN_TYPES = ("IMAGE", "MASK")
     FUNCTION = "load_image"
@@ -54,6 +54,7 @@ class LoadImage:
 
 
 class SaveImage:
+    DISPLAY_NAME = "Save Image"
     CATEGORY = "image"
     RETURN_TYPES = ()
     FUNCTION = "save_images"
@@ -90,6 +91,7 @@ class SaveImage:
 
 
 class PreviewImage(SaveImage):
+    DISPLAY_NAME = "Preview Image"
     kind, prefix_append = "temp", "_temp_standin"
 
     @classmethod

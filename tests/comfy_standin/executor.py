@@ -17,7 +17,11 @@ What is mirrored (each checked against the real server by ``tests/test_comfy_ser
 * progress: ``comfy.utils.ProgressBar`` updates reach a hook that records ``(node_id, value, max)`` and raises
   on interrupt, as the server's hook does.
 
-Not modelled: caching across prompts, lazy inputs, list inputs/outputs, subgraph expansion.
+* caching across prompts (pass the same ``cache`` dict): a node whose class and inputs (literals and, by
+  position, its ancestors' signatures) equal a node of the previous prompt is not run again, output nodes
+  included (their ``ui`` is reported again); only the last prompt's outputs are kept.
+
+Not modelled: ``IS_CHANGED`` / ``fingerprint_inputs``, lazy inputs, list inputs/outputs, subgraph expansion.
 """
 
 from __future__ import annotations
@@ -29,10 +33,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-
 import comfy.model_management as mm
 import comfy.utils
+import torch
 from comfy_api.latest import io
 
 OOM_TIPS = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before you might "
@@ -77,6 +80,7 @@ class PromptResult:
     progress: list[tuple[str, float, float]] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)  # execution order
     seconds: dict[str, float] = field(default_factory=dict)  # node id -> time in its execute
+    cached: list[str] = field(default_factory=list)  # node ids served from the cache
 
 
 # ------------------------------------------------------------------------------------------------ node info
@@ -327,8 +331,19 @@ def _call(cls: type, nid: str, kwargs: dict, prompt: dict, extra_data: dict) -> 
     return tuple(out), {}
 
 
+def _signature(prompt: dict, nid: str, memo: dict) -> str:
+    if nid not in memo:
+        node = prompt[nid]
+        parts = [node["class_type"]]
+        for k in sorted(node.get("inputs", {})):
+            v = node["inputs"][k]
+            parts.append((k, ("ANCESTOR", _signature(prompt, v[0], memo), v[1])) if _is_link(v) else (k, v))
+        memo[nid] = repr(parts)
+    return memo[nid]
+
+
 def run_prompt(prompt: dict, nodes: Mapping[str, type], *, extra_data: dict | None = None,
-               outputs: Iterable[str] | None = None) -> PromptResult:
+               outputs: Iterable[str] | None = None, cache: dict | None = None) -> PromptResult:
     """Validate, then run the valid output nodes (or ``outputs``) and their ancestors."""
     import copy
 
@@ -338,6 +353,8 @@ def run_prompt(prompt: dict, nodes: Mapping[str, type], *, extra_data: dict | No
     extra_data = extra_data or {}
     result = PromptResult()
     current = {"node": None}
+    memo: dict = {}
+    used: dict = {}
 
     def hook(value, total, preview, node_id=None, prompt_id=None):
         result.progress.append((current["node"], float(value), float(total)))
@@ -350,6 +367,15 @@ def run_prompt(prompt: dict, nodes: Mapping[str, type], *, extra_data: dict | No
             raise PromptValidationError({"type": "invalid_prompt", "message": "cycle", "details": nid}, {})
         node = prompt[nid]
         cls = nodes[node["class_type"]]
+        sig = _signature(prompt, nid, memo) if cache is not None else None
+        if sig is not None and sig in cache:
+            out, ui = cache[sig]
+            used[sig] = cache[sig]
+            result.outputs[nid] = out
+            if ui:
+                result.ui[nid] = ui
+            result.cached.append(nid)
+            return out
         kwargs = {}
         for k, v in node.get("inputs", {}).items():
             typ, cat, _ = _input_info(input_types(cls), k)
@@ -370,6 +396,8 @@ def run_prompt(prompt: dict, nodes: Mapping[str, type], *, extra_data: dict | No
                 mm.unload_all_models()
             raise PromptExecutionError(nid, node["class_type"], ex, f"{ex}\n{tips}") from ex
         result.seconds[nid] = time.perf_counter() - t0
+        if sig is not None:
+            used[sig] = (out, ui)
         result.outputs[nid] = out
         if ui:
             result.ui[nid] = ui
@@ -385,6 +413,9 @@ def run_prompt(prompt: dict, nodes: Mapping[str, type], *, extra_data: dict | No
     finally:
         comfy.utils.set_progress_bar_global_hook(old_hook)
         mm.interrupt_current_processing(False)
+        if cache is not None:
+            cache.clear()
+            cache.update(used)
     return result
 
 

@@ -44,13 +44,16 @@ def node_classes() -> dict[str, type]:
 @pytest.fixture
 def comfy_root(tmp_path):
     """A fresh ComfyUI folder tree (models/, input/, output/, temp/) with ``models/synchuman`` registered."""
+    import comfy.model_management as mm
     import folder_paths
 
     from nodes.comfy_bridge import register_model_folder
 
     folder_paths.set_root(str(tmp_path / "comfy"))
     register_model_folder()
-    return tmp_path / "comfy"
+    yield tmp_path / "comfy"
+    mm.unload_all_models()  # drop the references the model manager keeps, as a server restart would
+    mm.interrupt_current_processing(False)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from ._util import MESH, VOXEL
 
 
 class ComfyExtension(ABC):
-    async def on_load(self) -> None:  # never called by ComfyUI 0.8.0 either
+    async def on_load(self) -> None:  # noqa: B027 (as in ComfyUI; never called by 0.8.0 either)
         """Called when an extension is loaded (not by 0.8.0)."""
 
     @abstractmethod
