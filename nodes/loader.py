@@ -94,7 +94,9 @@ class SyncHumanModelLoader(io.ComfyNode):
                 f"available: {', '.join(choices)}. Refresh the browser after adding a folder."
             )
         if download_missing:
-            from synchuman_core.io import download
+            from synchuman_core.io.download import (
+                download,  # the function (``synchuman_core.io.download`` is the module)
+            )
 
             progress = bridge.fraction_callback(1000)
 

@@ -7,6 +7,7 @@ import logging
 import torch
 from comfy_api.latest import Types, io
 
+from synchuman_core.errors import ConfigError
 from synchuman_core.samplers import SAMPLERS, SamplerSettings, make_generator
 from synchuman_core.samplers.guidance import GUIDANCE_FORMS
 
@@ -26,7 +27,9 @@ def settings_or_default(settings: SamplerSettings | None, default: SamplerSettin
     if settings is None:
         return default
     if not isinstance(settings, SamplerSettings):
-        raise TypeError(f"the settings input must come from a SyncHuman Sampler Settings node, got {type(settings).__name__}")
+        raise ConfigError(
+            f"the settings input must come from a SyncHuman Sampler Settings node, got {type(settings).__name__}"
+        )
     return settings
 
 

@@ -227,14 +227,27 @@ def test_bad_input_is_an_execution_error_and_the_server_survives(uploaded):
     assert _get("/system_stats")["system"]
 
 
-def test_validation_rejects_a_wrong_wire():
+def test_validation_errors_match_the_standin(uploaded):
+    """A wrong wire, a missing input and a value out of range: HTTP 400 with the error types the stand-in
+    executor gives for the same prompt."""
+    from executor import PromptValidationError, validate_prompt
+    from harness import node_classes
+
     prompt = small_prompt(load_api("synchuman_image_to_textured_mesh"), model=TINY)
-    joint = next(n for n in prompt.values() if n["class_type"] == "SyncHumanJointSampler")
-    joint["inputs"]["input"] = joint["inputs"]["models"]  # SYNCHUMAN_MODELS into SYNCHUMAN_INPUT
+    joint = next(k for k, n in prompt.items() if n["class_type"] == "SyncHumanJointSampler")
+    prompt[joint]["inputs"]["input"] = prompt[joint]["inputs"]["models"]  # SYNCHUMAN_MODELS into SYNCHUMAN_INPUT
+    del prompt[joint]["inputs"]["models"]
+    settings = next(k for k, n in prompt.items() if n["class_type"] == "SyncHumanSamplerSettings")
+    prompt[settings]["inputs"]["steps"] = 0
     status, body = _post("/prompt", {"prompt": prompt})
     assert status == 400
-    errors = [e["type"] for ne in body["node_errors"].values() for e in ne["errors"]]
-    assert "return_type_mismatch" in errors
+    server = {(k, e["type"]) for k, ne in body["node_errors"].items() for e in ne["errors"]}
+    assert {(joint, "return_type_mismatch"), (joint, "required_input_missing"),
+            (settings, "value_smaller_than_min")} <= server
+    with pytest.raises(PromptValidationError) as e:
+        validate_prompt(prompt, node_classes())
+    local = {(k, x["type"]) for k, ne in e.value.node_errors.items() for x in ne["errors"]}
+    assert {x for x in local if x[1] != "value_not_in_list"} == server  # (the stand-in has no input files)
 
 
 def test_interrupt_stops_the_sampler(uploaded):

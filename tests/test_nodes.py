@@ -147,6 +147,28 @@ def test_missing_weights_error_says_what_and_where(comfy_root, pack):
     assert "python -m synchuman_core.io download" in msg and "download_missing" in msg
 
 
+def test_download_missing_fetches_then_loads(comfy_root, pack, monkeypatch):
+    """``download_missing`` calls the core downloader for the chosen folder, with progress, then loads."""
+    import synchuman_core.io.download as dl
+
+    calls = []
+
+    def fake_download(dest, components=None, *, progress=None, **kw):
+        calls.append(Path(dest))
+        progress("model.safetensors", 50.0, 100.0)
+        raise dl.WeightsNotFoundError("offline: could not reach huggingface.co")
+
+    monkeypatch.setattr(dl, "download", fake_download)
+    seen = []
+    comfy.utils.set_progress_bar_global_hook(lambda v, t, p, node_id=None: seen.append((v, t)))
+    try:
+        with pytest.raises(dl.WeightsNotFoundError, match="offline"):
+            _run(pack.NODES[0], model="SyncHuman", dtype="auto", download_missing=True)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(None)
+    assert calls == [comfy_root / "models" / "synchuman" / "SyncHuman"] and seen == [(500, 1000)]
+
+
 def test_dtype_plan():
     from nodes.models import dtype_plan
 

@@ -161,9 +161,8 @@ def test_stage2_slat_tiny(tiny):
 
 
 class TiledDino:
-    """The tiny DINOv2 with its multiview features tiled to the 4096 channels the decoders are built for
-    (their ``mv_dim`` is fixed at 1024 x 4 layers by the official blocks); computed at 224 px and
-    upsampled to the 64x64 grid to save CPU time."""
+    """The tiny DINOv2 with its multiview features computed at 224 px and upsampled to the 64x64 grid
+    to save CPU time (4 layers x 32 channels, the tiny decoders' ``4 * mv_dim``)."""
 
     def __init__(self, dino):
         self.dino = dino
@@ -174,7 +173,7 @@ class TiledDino:
     def multiview_features(self, views):
         f = self.dino.multiview_features(views, size=224)  # [V, 16, 16, 128]
         f = torch.nn.functional.interpolate(f.permute(0, 3, 1, 2), size=(64, 64), mode="nearest")
-        return f.permute(0, 2, 3, 1).repeat(1, 1, 1, 4096 // f.shape[1])
+        return f.permute(0, 2, 3, 1)
 
 
 class TopKOccupancy(torch.nn.Module):

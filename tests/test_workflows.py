@@ -190,7 +190,7 @@ def test_standin_validation_mirrors_the_host(comfy_root):
     prompt[joint]["inputs"]["input"] = prompt[joint]["inputs"]["models"]
     settings = next(k for k, n in prompt.items() if n["class_type"] == "SyncHumanSamplerSettings")
     prompt[settings]["inputs"]["steps"] = 0
-    del prompt[next(k for k, n in prompt.items() if n["class_type"] == "SyncHumanExport")]["inputs"]["synchuman_mesh"]
+    del prompt[joint]["inputs"]["models"]
     with pytest.raises(PromptValidationError) as e:
         validate_prompt(prompt, node_classes())
     kinds = {err["type"] for ne in e.value.node_errors.values() for err in ne["errors"]}

@@ -55,6 +55,8 @@ def fill_model(model: nn.Module, seed: int, key_map: Mapping[str, str] | None = 
     our modules use the official names). Parameters on the meta device are materialised on CPU.
     """
     key_map = key_map or {}
+    if any(t.device.type == "meta" for t in list(model.parameters()) + list(model.buffers())):
+        model.to_empty(device="cpu")  # buffers must then be recomputed by the caller if they matter
     params = dict(model.named_parameters())
     for k, p in params.items():
         w = gen_param(key_map.get(k, k), list(p.shape), seed)
