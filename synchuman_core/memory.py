@@ -149,7 +149,7 @@ class MemoryTier:
 
 TIERS: dict[str, MemoryTier] = {
     "high": MemoryTier(
-        "high", cfg_batching="batched", vae_encode_slice=10, vae_decode_slice=2, residency="resident",
+        "high", cfg_batching="batched", vae_encode_slice=2, vae_decode_slice=2, residency="resident",
         description="half precision, CFG in one batch of 20, every model stays on the GPU (fastest)",
     ),
     "balanced": MemoryTier(
@@ -159,7 +159,7 @@ TIERS: dict[str, MemoryTier] = {
     ),
     "low": MemoryTier(
         "low", cfg_batching="sequential", vae_encode_slice=1, vae_decode_slice=1, vae_tile_size=512,
-        attention_query_chunk=2048, residency="sequential",
+        attention_query_chunk=1024, residency="sequential",
         description="balanced + chunked attention, tiled VAE decode, one model on the GPU at a time",
     ),
 }
@@ -583,8 +583,8 @@ REAL_SHAPES = PipelineShapes()
 # at real widths, see docs/PERFORMANCE.md "Calibration"):
 _K_TRANSFORMER = 10.0  # UNet transformer block: x, GN/proj copies, norm, q, k, v, paired q/k/v, out
 _K_RESNET = 3.0  # ResnetBlock2D on its input channels
-_K_VAE_DECODE = 4.0  # per image: live [c1, P, P] tensors at full resolution (upsampler + first resnet)
-_K_VAE_ENCODE = 4.0  # per image: live [c0, P, P] tensors at full resolution
+_K_VAE_DECODE = 4.5  # per image: live [c1, P, P] tensors at full resolution (upsampler + first resnet)
+_K_VAE_ENCODE = 5.0  # per image: live [c0, P, P] tensors at full resolution
 _K_DIT = 1.0  # 3D DiT block: tokens x (6C + mlp C) elements
 _GEGLU_ROWS_ELEMENTS = 1 << 25  # map_rows budget of the GEGLU feed-forward (unet_layers._ROW_CHUNK_ELEMENTS)
 _SPARSE_CONV_CHUNK = 1 << 23  # gathered elements per sparse-conv GEMM chunk (sparse/conv.py)
@@ -667,7 +667,7 @@ def stage2_bytes(sh: PipelineShapes, voxels: int, b: int, *, chunk: int | None, 
     fine = 6 * n * sh.slat_io_channels * b + 2 * _SPARSE_CONV_CHUNK * b
     coarse = m * (3 * sh.slat_channels + int(sh.slat_mlp * sh.slat_channels) + 4 * sh.slat_channels) * b
     slat = fine + coarse + n * sh.slat_io_channels * b * 2  # + skips
-    slat += _scores_bytes(sh.slat_heads, m, m, chunk, efficient)
+    slat += _scores_bytes(sh.slat_heads, m, m, None, efficient)  # varlen attention: never query-chunked
     # DINOv2 features of 4 views x 2 domains kept for the decoders + one 2-view slice in flight
     maps = 2 * 4 * 4096 * sh.decoder_mv_in * b
     feat_slice = 2 * sh.dino_mv_tokens * (sh.dino_mlp + (3 + sh.dino_mv_layers) * sh.dino_width) * b
