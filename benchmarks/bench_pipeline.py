@@ -459,7 +459,7 @@ def _piece(name: str) -> dict[str, Any]:
                 p.normal_(0, 0.02)
             x = ((torch.rand(518, 518, 3) * 255).to(torch.uint8),)
             fn = model.global_condition
-            est = 1374 * (4096 + 4 * 1024) * 4
+            est = 3 * 1374 * (4096 + 4 * 1024) * 4  # the conditioning formula's DINOv2 term
         else:
             raise SystemExit(f"unknown piece {name}")
         params = sum(p.numel() for p in model.parameters())

@@ -581,7 +581,7 @@ REAL_SHAPES = PipelineShapes()
 
 # Calibration of the activation formulas (live tensors per "unit" of the named shape; measured on CPU
 # at real widths, see docs/PERFORMANCE.md "Calibration"):
-_K_TRANSFORMER = 10.0  # UNet transformer block: x, GN/proj copies, norm, q, k, v, paired q/k/v, out
+_K_TRANSFORMER = 8.0  # UNet transformer block: x, GN/proj copies, norm, q, k, v, paired q/k/v, out
 _K_RESNET = 3.0  # ResnetBlock2D on its input channels
 _K_VAE_DECODE = 4.5  # per image: live [c1, P, P] tensors at full resolution (upsampler + first resnet)
 _K_VAE_ENCODE = 5.0  # per image: live [c0, P, P] tensors at full resolution
@@ -589,7 +589,7 @@ _K_DIT = 1.0  # 3D DiT block: tokens x (6C + mlp C) elements
 _GEGLU_ROWS_ELEMENTS = 1 << 25  # map_rows budget of the GEGLU feed-forward (unet_layers._ROW_CHUNK_ELEMENTS)
 _SPARSE_CONV_CHUNK = 1 << 23  # gathered elements per sparse-conv GEMM chunk (sparse/conv.py)
 _COARSE_RATIO = 3.3  # fine (64³) / coarse (32³) voxels of a body surface (SLat flow down-sampling)
-_FLEXICUBES_BYTES_PER_VOXEL = 1500  # FlexiCubes at 256³ per active fine voxel (bench_flexicubes)
+_FLEXICUBES_BYTES_PER_VOXEL = 650  # FlexiCubes at 256³ per fine voxel, inputs excluded (bench_flexicubes --decoder-like)
 _CONTEXT_BYTES = int(0.5 * GB)  # CUDA context + kernels (outside the PyTorch allocator)
 _FRAGMENTATION = 0.10  # caching-allocator slack on activations
 
@@ -656,7 +656,7 @@ def conditioning_bytes(sh: PipelineShapes, tier: MemoryTier, b: int) -> int:
     p = sh.latent * 2 ** (len(sh.vae_channels) - 1)
     views = 10 * 3 * p * p * 4
     clip = 10 * sh.clip_tokens * (sh.clip_mlp + 4 * sh.clip_width) * b
-    dino = sh.cond_tokens * (sh.dino_mlp + 4 * sh.dino_width) * b
+    dino = 3 * sh.cond_tokens * (sh.dino_mlp + 4 * sh.dino_width) * b  # x3: measured at real size
     return views + max(clip, vae_encode_bytes(sh, tier.vae_encode_slice, b), dino)
 
 
@@ -679,7 +679,7 @@ def stage2_bytes(sh: PipelineShapes, voxels: int, b: int, *, chunk: int | None, 
     c1, c2 = sh.mesh_channels
     up = max(8 * n * (c + 3 * c1) * b, 64 * n * (c1 + 3 * c2) * b)
     head = 64 * n * sh.mesh_out_channels * 4
-    mesh = maps + max(trunk, up) + head + 64 * n * _FLEXICUBES_BYTES_PER_VOXEL // 64 * 8
+    mesh = maps + max(trunk, up) + head + 64 * n * _FLEXICUBES_BYTES_PER_VOXEL
     return {"stage2_slat": slat, "stage2_features": features, "stage2_gaussians": gs, "stage2_mesh": mesh}
 
 
