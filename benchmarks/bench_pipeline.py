@@ -500,7 +500,7 @@ REAL_PIECES = ("structure_decoder", "vae_decode", "vae_decode_tiled", "vae_encod
 # ---------------------------------------------------------------------------------------------------
 
 
-def fixture_d(args: argparse.Namespace) -> dict[str, Any]:
+def fixture_d(args: argparse.Namespace, mode: str = "batched") -> dict[str, Any]:
     from synchuman_core.io.tiny import fill_tiny
     from synchuman_core.stage1.joint import JointModelConfig, SyncHumanJointModel
     from synchuman_core.stage1.sampling import Stage1Conditioning, cfg_inputs, duplicate_for_cfg
@@ -522,25 +522,24 @@ def fixture_d(args: argparse.Namespace) -> dict[str, Any]:
     z = torch.randn(1, 8, 16, 16, 16, generator=g)
     t = 1000 * 3 * 0.8 / (1 + 2 * 0.8)
     out: dict[str, Any] = {"params": params, "build_s": round(build_s, 1), "threads": torch.get_num_threads()}
-    modes = ["batched"] + (["sequential"] if args.fixture_d_sequential else [])
-    for mode in modes:
-        gc.collect()
-        base = mon.rss()
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            if mode == "batched":
-                inp = cfg_inputs(cond)
-                model(torch.cat([duplicate_for_cfg(lat), inp.image_latents], 1), torch.tensor(t, dtype=torch.float64),
-                      inp.encoder_hidden_states, inp.class_labels, torch.cat([z, z]), torch.tensor([t]), inp.trellis_cond)
-            else:
-                from synchuman_core.stage1.sampling import cond_inputs, uncond_inputs
+    # one mode per process: RSS the allocator retains after the first call would hide the second
+    gc.collect()
+    base = mon.rss()
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        if mode == "batched":
+            inp = cfg_inputs(cond)
+            model(torch.cat([duplicate_for_cfg(lat), inp.image_latents], 1), torch.tensor(t, dtype=torch.float64),
+                  inp.encoder_hidden_states, inp.class_labels, torch.cat([z, z]), torch.tensor([t]), inp.trellis_cond)
+        else:
+            from synchuman_core.stage1.sampling import cond_inputs, uncond_inputs
 
-                for inp in (cond_inputs(cond), uncond_inputs(cond)):
-                    model(torch.cat([lat, inp.image_latents], 1), torch.tensor(t, dtype=torch.float64),
-                          inp.encoder_hidden_states, inp.class_labels, z, torch.tensor([t]), inp.trellis_cond)
-        t2 = time.perf_counter()
-        out[mode] = {"s": round(t2 - t1, 1), "peak_above_weights_MiB": round((mon.peak_between(t1, t2) - base) / MiB),
-                     "peak_rss_MiB": round(mon.peak_between(t1, t2) / MiB)}
+            for inp in (cond_inputs(cond), uncond_inputs(cond)):
+                model(torch.cat([lat, inp.image_latents], 1), torch.tensor(t, dtype=torch.float64),
+                      inp.encoder_hidden_states, inp.class_labels, z, torch.tensor([t]), inp.trellis_cond)
+    t2 = time.perf_counter()
+    out[mode] = {"s": round(t2 - t1, 1), "peak_above_weights_MiB": round((mon.peak_between(t1, t2) - base) / MiB),
+                 "peak_rss_MiB": round(mon.peak_between(t1, t2) / MiB)}
     mon.stop()
     return out
 
@@ -592,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args._one:  # child process: one measurement, JSON on the last stdout line
         kind, name = args._one.split(":", 1)
-        res = run_preset(args, name) if kind == "tier" else _piece(name) if kind == "piece" else fixture_d(args)
+        res = run_preset(args, name) if kind == "tier" else _piece(name) if kind == "piece" else fixture_d(args, name)
         sys.stdout.write(json.dumps(res) + "\n")
         return 0
 
@@ -610,8 +609,10 @@ def main(argv: list[str] | None = None) -> int:
             est = "" if r["estimate_MiB"] is None else f"{r['estimate_MiB']:13d}"
             print(f"{piece:20s}{r['params']:13,d}{r['s']:9.2f}{r['peak_MiB']:10d}{est}", flush=True)
     if args.fixture_d:
-        r = _subprocess(["--_one", "fixture:d", *(["--fixture-d-sequential"] if args.fixture_d_sequential else []),
-                         *(["--threads", str(args.threads)] if args.threads else [])])
+        r = {}
+        for mode in ["batched"] + (["sequential"] if args.fixture_d_sequential else []):
+            one = _subprocess(["--_one", f"fixture:{mode}", *(["--threads", str(args.threads)] if args.threads else [])])
+            r = {**one, **r} if "error" not in one else {**r, mode: one}
         results.append({"fixture_d": r})
         print("\n== fixture d (joint model, 1.04 B params, fp32, CPU, batch 20 at 96²) ==")
         print(json.dumps(r, indent=1))
