@@ -800,7 +800,7 @@ def format_estimate_table(tiers: Iterable[str] = TIERS, **kwargs: Any) -> str:
 class HostSyncCounter(TorchFunctionMode):
     """Counts the tensor operations that make the host wait for the device (``bool(t)``, ``.item()``,
     ``.tolist()``, ``int(t)``, ``.cpu()`` ...) and the ops with data-dependent output sizes
-    (``nonzero``, ``unique``, ``masked_select``: a sync on CUDA), called from Python inside the
+    (``nonzero``, ``unique``, ``masked_select``, ``bincount``: a sync on CUDA), called from Python inside the
     ``with`` block, by ``(op, "file:line")`` of the innermost ``synchuman_core`` frame.
 
     Works on any device (a ``TorchFunctionMode``: kernels are unchanged); used by the tests and the
@@ -808,7 +808,7 @@ class HostSyncCounter(TorchFunctionMode):
     """
 
     OPS = frozenset({"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "nonzero", "unique",
-                     "unique_consecutive", "masked_select", "argwhere", "equal", "numpy", "cpu"})
+                     "unique_consecutive", "masked_select", "argwhere", "equal", "numpy", "cpu", "bincount"})
 
     def __init__(self) -> None:
         super().__init__()

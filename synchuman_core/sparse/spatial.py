@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .tensor import SparseTensor
+from .tensor import SparseTensor, _layout_from_coords
 
 __all__ = ["SparseDownsample", "SparseSubdivide", "SparseUpsample", "trellis_mean_pool"]
 
@@ -20,17 +20,21 @@ def _factor3(factor: int | tuple[int, ...] | list[int]) -> tuple[int, int, int]:
     return f  # type: ignore[return-value]
 
 
-def trellis_mean_pool(feats: torch.Tensor, index: torch.Tensor, num_out: int, *, count_zero: bool = True) -> torch.Tensor:
+def trellis_mean_pool(
+    feats: torch.Tensor, index: torch.Tensor, num_out: int, *, count_zero: bool = True,
+    counts: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Average ``feats [N, C]`` into ``num_out`` rows by ``index [N]``.
 
     TRELLIS's ``SparseDownsample`` does ``torch.scatter_reduce(zeros, ..., reduce="mean")`` with the
     default ``include_self=True``, so the zero it starts from is counted as one more element: each
     coarse voxel gets ``sum / (count + 1)``, not the plain mean. The SLat flow weights were trained
     with that, so ``count_zero=True`` (the default) reproduces it; ``False`` gives the plain mean.
+    ``counts [num_out]`` (rows per output, e.g. cached) saves the ``bincount``, a host sync on CUDA.
     """
     c = feats.shape[1]
     total = feats.new_zeros((num_out, c)).index_add_(0, index, feats)
-    count = torch.bincount(index, minlength=num_out).to(feats.dtype)
+    count = (torch.bincount(index, minlength=num_out) if counts is None else counts).to(feats.dtype)
     if count_zero:
         count = count + 1
     return total / count.unsqueeze(1)
@@ -42,6 +46,10 @@ class SparseDownsample(nn.Module):
     Output coords are sorted row-major by ``(batch, x, y, z)`` (the unique codes TRELLIS builds), and
     the mapping back is cached for :class:`SparseUpsample`. Features are averaged the TRELLIS way
     (:func:`trellis_mean_pool`, ``count_zero`` = ``trellis_mean_quirk``).
+
+    The coarse coordinates, the fine -> coarse index, the counts and the coarse layout depend on the
+    coordinates only, so they are kept in the input's spatial cache: a sampler that calls the model on
+    the same voxels every step derives them once (they cost ``unique`` and three host syncs).
     """
 
     def __init__(self, factor: int | tuple[int, int, int] = 2, *, trellis_mean_quirk: bool = True) -> None:
@@ -49,23 +57,37 @@ class SparseDownsample(nn.Module):
         self.factor = _factor3(factor)
         self.trellis_mean_quirk = trellis_mean_quirk
 
-    def forward(self, x: SparseTensor) -> SparseTensor:
+    def _coarse(self, x: SparseTensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[slice]]:
+        key = ("downsample", self.factor)
+        cached = x.get_spatial_cache(key)
+        if cached is not None:
+            return cached
         f = torch.tensor(self.factor, device=x.device)
         c = x.coords.long()
         coarse = torch.cat([c[:, :1], torch.div(c[:, 1:], f, rounding_mode="floor")], dim=1)
         ext = (coarse[:, 1:].max(0).values + 1).tolist() if x.num_voxels else [1, 1, 1]
         code = ((coarse[:, 0] * ext[0] + coarse[:, 1]) * ext[1] + coarse[:, 2]) * ext[2] + coarse[:, 3]
         code, idx = torch.unique(code, sorted=True, return_inverse=True)
-        feats = trellis_mean_pool(x.feats, idx, code.shape[0], count_zero=self.trellis_mean_quirk)
         z = code % ext[2]
         rest = code // ext[2]
         y = rest % ext[1]
         rest = rest // ext[1]
         new_coords = torch.stack([rest // ext[0], rest % ext[0], y, z], dim=1).to(torch.int32)
+        counts = torch.bincount(idx, minlength=code.shape[0])
+        layout = _layout_from_coords(new_coords, x.shape[0])
+        value = (new_coords, idx, counts, layout)
+        x.register_spatial_cache(key, value)
+        return value
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        new_coords, idx, counts, layout = self._coarse(x)
+        feats = trellis_mean_pool(x.feats, idx, new_coords.shape[0], count_zero=self.trellis_mean_quirk,
+                                  counts=counts)
         out = SparseTensor(
             feats,
             new_coords,
-            x.shape,
+            (x.shape[0], *feats.shape[1:]),
+            layout,
             scale=tuple(s * k for s, k in zip(x.scale, self.factor)),
             spatial_cache=x._spatial_cache,
         )

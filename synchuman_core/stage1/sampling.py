@@ -20,7 +20,8 @@ model dtype (fp16 quantisation in fp16 runs, as official; see :func:`trellis_t_d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +37,7 @@ __all__ = [
     "cfg_inputs",
     "cond_inputs",
     "duplicate_for_cfg",
+    "per_call_checks_deferred",
     "sample_joint",
     "split_cfg_2d",
     "split_cfg_3d",
@@ -182,6 +184,22 @@ def trellis_t_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float16 if dtype == torch.float16 else torch.float32
 
 
+@contextlib.contextmanager
+def per_call_checks_deferred(model: Callable) -> Iterator[None]:
+    """Switch off a model's own per-call NaN/Inf check (``model.check_finite``, one host sync per
+    call in :class:`~.joint.SyncHumanJointModel`) for the duration of a sampling loop; the sampler
+    checks its result once after the loop instead (NaN/Inf propagate through the Euler updates)."""
+    prev = getattr(model, "check_finite", None)
+    if not isinstance(prev, bool):
+        yield
+        return
+    model.check_finite = False  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        model.check_finite = prev  # type: ignore[attr-defined]
+
+
 @torch.no_grad()
 def sample_joint(
     model: Callable[..., tuple[torch.Tensor, torch.Tensor]],
@@ -216,7 +234,8 @@ def sample_joint(
             official pipeline.
         device: default: the model's parameter device.
         check_finite: raise :class:`NumericalError` if the result holds NaN/Inf (one host sync
-            after the loop; the loop itself never syncs).
+            after the loop; the loop itself never syncs: the joint model's own per-call check is
+            deferred to this one, see :func:`per_call_checks_deferred`).
 
     Returns: :class:`JointLatents`.
     """
@@ -278,7 +297,8 @@ def sample_joint(
             u2, u3 = call(lat, z3d, k, uncond_in)
         return guidance.combine(c2, u2), guidance.combine(c3, u3)
 
-    latents, z = settings.make_sampler().sample(velocity, (latents, z), t_seq, callback)
+    with per_call_checks_deferred(model):
+        latents, z = settings.make_sampler().sample(velocity, (latents, z), t_seq, callback)
     if check_finite and not (bool(torch.isfinite(latents).all()) and bool(torch.isfinite(z).all())):
         raise NumericalError(
             "stage-1 sampling produced NaN/Inf; with float16 try bfloat16 or float32, and check the weights"
