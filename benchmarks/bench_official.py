@@ -378,6 +378,8 @@ def run_side(side: str, args: argparse.Namespace) -> dict[str, Any]:
     result["process_wall_s"] = time.perf_counter() - t0
     result["load_before"] = list(load)
     result["load_after"] = list(os.getloadavg())
+    print(f"[{side}] done in {result['process_wall_s']:.0f} s; load average after: "
+          + " ".join(f"{x:.2f}" for x in result["load_after"]), flush=True)
     return result
 
 

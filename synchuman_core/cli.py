@@ -67,13 +67,6 @@ class _TerminalProgress:
         self(f"export:{stage}", int(round(100 * fraction)), 100)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: fp16 on CUDA (as the official code runs), fp32 elsewhere (fp16 on CPU is very slow)."""
-    if name == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    return _DTYPES[name]
-
-
 def _device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
@@ -107,42 +100,43 @@ def run_reconstruction(
     dtype: str,
     device: torch.device,
     export_mode: str = "texture",
-    low_memory: bool = False,
+    memory_tier: str = "high",
+    compile_models: bool = False,
 ) -> dict[str, Any]:
-    """Image (+ mask) -> files; returns a summary (paths, timings, counts)."""
+    """Image (+ mask) -> files; returns a summary (paths, timings, counts, tier).
+
+    ``memory_tier`` is one of :data:`synchuman_core.memory.TIERS` (``high``, ``balanced``, ``low``);
+    ``dtype`` other than ``auto`` overrides the tier's precision.
+    """
     from .export import ExportSettings, export_mesh
-    from .io.loading import SyncHumanModels
+    from .memory import apply_tier, get_tier
     from .pipeline import prepare_conditioning, preprocess, run_stage1, run_stage2
     from .samplers import SamplerSettings, make_generator
 
     progress = _TerminalProgress()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    models = SyncHumanModels(models_dir, device=device, dtype=resolve_dtype(dtype, device))
-    pre = preprocess(models, image, mask)
+    tier = get_tier(memory_tier)
+    if dtype != "auto":
+        tier = tier.with_(precision=dtype)
+    if compile_models:
+        tier = tier.with_(compile=True)
+    run = apply_tier(tier, models_dir, device=device)
+    models = run.models
     gen = make_generator(seed)
-
-    def drop(stage: str) -> None:
-        if not low_memory:
-            return
-        names = {"conditioning": ("image_encoder",), "stage1": ("joint", "vae", "structure_decoder")}.get(stage, ())
-        for n in names:
-            models.unload(n)
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    t = time.perf_counter()
-    inputs = prepare_conditioning(models, pre, on_stage_done=drop)
-    timings["conditioning"] = time.perf_counter() - t
-    t = time.perf_counter()
-    s1 = SamplerSettings.stage1(**({"steps": steps1} if steps1 else {}))
-    out1 = run_stage1(models, inputs, s1, gen, lambda i, n, x: progress("stage 1", i, n),
-                      cfg_batching="sequential" if low_memory else "batched", on_stage_done=drop)
-    timings["stage1"] = time.perf_counter() - t
-    t = time.perf_counter()
-    s2 = SamplerSettings.stage2(**({"steps": steps2} if steps2 else {}))
-    out2 = run_stage2(models, out1, s2, gen, lambda i, n, x: progress("stage 2", i, n), on_stage_done=drop)
-    timings["stage2"] = time.perf_counter() - t
+    with run.active():
+        pre = preprocess(models, image, mask)
+        t = time.perf_counter()
+        inputs = prepare_conditioning(models, pre, **run.conditioning_kwargs())
+        timings["conditioning"] = time.perf_counter() - t
+        t = time.perf_counter()
+        s1 = SamplerSettings.stage1(**({"steps": steps1} if steps1 else {}))
+        out1 = run_stage1(models, inputs, s1, gen, lambda i, n, x: progress("stage 1", i, n), **run.stage1_kwargs())
+        timings["stage1"] = time.perf_counter() - t
+        t = time.perf_counter()
+        s2 = SamplerSettings.stage2(**({"steps": steps2} if steps2 else {}))
+        out2 = run_stage2(models, out1, s2, gen, lambda i, n, x: progress("stage 2", i, n), **run.stage2_kwargs())
+        timings["stage2"] = time.perf_counter() - t
     if out2.mesh is None:
         raise SyncHumanError("the mesh decoder produced no mesh")
     t = time.perf_counter()
@@ -175,6 +169,8 @@ def run_reconstruction(
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "voxels": int(out1.coords.shape[0]),
         "faces": int(result.mesh.faces.shape[0]),
+        "memory_tier": tier.name,
+        "precision": run.precision,
     }
 
 
@@ -191,7 +187,7 @@ def cmd_reconstruct(a: argparse.Namespace) -> int:
     summary = run_reconstruction(
         image, mask, models_dir, Path(a.output), seed=a.seed, steps1=a.steps1, steps2=a.steps2,
         texture_size=a.texture_size, dtype=a.dtype, device=_device(a.device), export_mode=a.color,
-        low_memory=a.low_memory,
+        memory_tier=a.memory_tier or ("balanced" if a.low_memory else "high"), compile_models=a.compile,
     )
     _out(json.dumps(summary, indent=2))
     return 0
@@ -212,6 +208,7 @@ def cmd_smoke(a: argparse.Namespace) -> int:
     summary = run_reconstruction(
         image, None, ckpt, out_dir / "smoke.glb", seed=a.seed, steps1=a.steps1, steps2=a.steps2,
         texture_size=a.texture_size, dtype="fp32", device=_device(a.device), export_mode=a.color,
+        memory_tier=a.memory_tier or "high",
     )
     summary["mode"] = "smoke (random weights)"
     _out(json.dumps(summary, indent=2))
@@ -286,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--color", choices=("texture", "vertex", "none"), default="texture",
                        help="bake a texture from the views, use vertex colours, or geometry only")
         p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda if available)")
+        p.add_argument("--memory-tier", choices=("high", "balanced", "low"), default=None,
+                       help="high: fastest, every model stays on the GPU (~11.5 GB est.); balanced: CFG halves in "
+                            "sequence, models offloaded between stages (~6.8 GB); low: also tiled VAE, chunked "
+                            "attention, one model on the GPU at a time (~4.7 GB). See docs/PERFORMANCE.md")
 
     p = sub.add_parser("reconstruct", help="image -> textured mesh with the real weights")
     p.add_argument("image", help="RGBA cut-out of one person (or RGB with --mask)")
@@ -294,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=str(default_models_root()), help="SyncHuman model folder")
     p.add_argument("--download", action="store_true", help="download missing model files from Hugging Face")
     p.add_argument("--dtype", choices=tuple(_DTYPES) + ("auto",), default="auto")
-    p.add_argument("--low-memory", action="store_true", help="sequential CFG, drop stage-1 models early")
+    p.add_argument("--low-memory", action="store_true", help="same as --memory-tier balanced")
+    p.add_argument("--compile", action="store_true", help="torch.compile the heavy modules (GPU; measure first)")
     common(p)
     p.set_defaults(func=cmd_reconstruct)
 

@@ -198,16 +198,10 @@ def dtype_plan(precision: str, device: torch.device | str | None = None) -> dict
 
 
 def best_attention_backend(device: torch.device | str, dtype: torch.dtype) -> str:
-    """Fastest *exact* registered backend for a device/dtype: ``flash_attn`` (CUDA, fp16/bf16) if
-    installed, else SDPA (which itself picks flash / memory-efficient kernels on CUDA and a flash
-    kernel on CPU). ``sage`` is never chosen automatically (it quantises q/k: not exact)."""
-    from .attention import available_backends
+    """:func:`synchuman_core.attention.best_backend` (kept here for the tier code and older callers)."""
+    from .attention import best_backend
 
-    dev = torch.device(device)
-    names = set(available_backends())
-    if dev.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and "flash_attn" in names:
-        return "flash_attn"
-    return "sdpa"
+    return best_backend(device, dtype)
 
 
 # ---------------------------------------------------------------------------------------------------

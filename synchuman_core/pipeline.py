@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .attention import fastest_backend
 from .errors import ConfigError, InputImageError
 from .samplers import Callback, SamplerSettings, make_generator
 from .sparse.tensor import SparseTensor
@@ -360,10 +361,11 @@ def run_stage1(
     generator = generator if generator is not None else make_generator(43)
     out_device = torch.device(output_device) if output_device is not None else torch.device("cpu")
     joint = _component(models, "joint")
-    lat: JointLatents = sample_joint(
-        joint, inputs.conditioning, settings or SamplerSettings.stage1(), generator,
-        callback=callback, cfg_batching=cfg_batching,
-    )
+    with fastest_backend(*_module_device_dtype(joint)):
+        lat: JointLatents = sample_joint(
+            joint, inputs.conditioning, settings or SamplerSettings.stage1(), generator,
+            callback=callback, cfg_batching=cfg_batching,
+        )
     del joint  # a residency manager may drop it now
 
     # 2D: decode [normal(5) | colour(5)] -> [10, 3, S, S] in [0, 1]
@@ -441,24 +443,27 @@ def run_stage2(
     cond = _dino_condition(_component(models, "dinov2"), stage1.condition_image, torch.float32)
     flow = _component(models, "slat_flow")
     f_device, _ = _module_device_dtype(flow)
-    slat = sample_slat(flow, stage1.coords.to(f_device), cond.to(f_device), settings, generator,
-                       normalization=normalization, callback=callback,
-                       in_channels=getattr(getattr(flow, "config", None), "in_channels", 8))
+    # the TRELLIS-style models run their transformer torso in fp16 on a GPU (official dtypes); calls in
+    # other dtypes fall back to SDPA inside the dispatch
+    with fastest_backend(f_device, torch.float16):
+        slat = sample_slat(flow, stage1.coords.to(f_device), cond.to(f_device), settings, generator,
+                           normalization=normalization, callback=callback,
+                           in_channels=getattr(getattr(flow, "config", None), "in_channels", 8))
 
-    mesh = gaussians = None
-    del flow
-    if decode_mesh or decode_gaussians:
-        # multiview features of the 4 body views (face excluded): [1, 4, 64, 64, 4096] each
-        dino = _component(models, "dinov2")
-        mv_color = dino.multiview_features(stage1.color_views[:BODY_VIEWS])[None]
-        mv_normal = dino.multiview_features(stage1.normal_views[:BODY_VIEWS])[None]
-        if decode_gaussians:
-            dec = _component(models, "gs_decoder")
-            gaussians = _first(dec(_to_module(slat, dec), mv_color, mv_normal))
-            del dec
-        if decode_mesh:
-            dec = _component(models, "mesh_decoder")
-            mesh = _first(dec(_to_module(slat, dec), mv_color, mv_normal))
+        mesh = gaussians = None
+        del flow
+        if decode_mesh or decode_gaussians:
+            # multiview features of the 4 body views (face excluded): [1, 4, 64, 64, 4096] each
+            dino = _component(models, "dinov2")
+            mv_color = dino.multiview_features(stage1.color_views[:BODY_VIEWS])[None]
+            mv_normal = dino.multiview_features(stage1.normal_views[:BODY_VIEWS])[None]
+            if decode_gaussians:
+                dec = _component(models, "gs_decoder")
+                gaussians = _first(dec(_to_module(slat, dec), mv_color, mv_normal))
+                del dec
+            if decode_mesh:
+                dec = _component(models, "mesh_decoder")
+                mesh = _first(dec(_to_module(slat, dec), mv_color, mv_normal))
     out = Stage2Output(slat=slat, mesh=mesh, gaussians=gaussians)
     if on_stage_done is not None:
         on_stage_done("stage2")

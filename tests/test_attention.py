@@ -69,3 +69,61 @@ def test_unsupported_backend_falls_back_to_sdpa():
     register_backend(AttentionBackend("cuda_only_test", boom, boom, frozenset({"cuda"})))
     q = _rand(1, 3, 1, 4)
     torch.testing.assert_close(attention(q, q, q, backend="cuda_only_test"), attention(q, q, q))
+
+
+def test_fastest_backend_picks_flash_on_cuda_half_only(monkeypatch):
+    from synchuman_core.attention import AttentionBackend, best_backend, current_backend, dispatch, fastest_backend
+
+    monkeypatch.delenv("SYNCHUMAN_ATTN_BACKEND", raising=False)
+    monkeypatch.setitem(dispatch._REGISTRY, "flash_attn",
+                        AttentionBackend("flash_attn", _naive_dense, None, frozenset({"cuda"})))
+    assert best_backend("cuda", torch.float16) == "flash_attn"
+    assert best_backend("cuda", torch.bfloat16) == "flash_attn"
+    assert best_backend("cuda", torch.float32) == "sdpa"
+    assert best_backend("cpu", torch.float16) == "sdpa"
+    with fastest_backend("cuda", torch.float16) as name:
+        assert name == "flash_attn" == current_backend()
+    assert current_backend() == "sdpa"
+    # an explicit choice always wins: an enclosing use_backend or the environment variable
+    with use_backend("naive"), fastest_backend("cuda", torch.float16) as name:
+        assert name == "naive" == current_backend()
+    monkeypatch.setenv("SYNCHUMAN_ATTN_BACKEND", "sdpa")
+    with fastest_backend("cuda", torch.float16) as name:
+        assert name == "sdpa"
+
+
+def test_pipeline_stages_run_on_the_fastest_backend(monkeypatch, tmp_path):
+    """run_stage1 / run_stage2 enter fastest_backend with the models' device: every attention call of
+    the joint model, the SLat flow and the decoders goes to the backend it names."""
+    from synchuman_core import pipeline
+    from synchuman_core.attention import AttentionBackend, dispatch
+    from synchuman_core.demo import example_person
+    from synchuman_core.io.loading import SyncHumanModels
+    from synchuman_core.io.tiny import write_tiny_checkpoint
+    from synchuman_core.samplers import SamplerSettings, make_generator
+
+    calls = {"dense": 0, "varlen": 0}
+    sdpa = dispatch._REGISTRY["sdpa"]
+
+    def dense(q, k, v, scale):
+        calls["dense"] += 1
+        return sdpa.dense(q, k, v, scale)
+
+    def varlen(q, k, v, ql, kl, scale):
+        calls["varlen"] += 1
+        return sdpa.varlen(q, k, v, ql, kl, scale)
+
+    monkeypatch.delenv("SYNCHUMAN_ATTN_BACKEND", raising=False)
+    monkeypatch.setitem(dispatch._REGISTRY, "spy", AttentionBackend("spy", dense, varlen))
+    monkeypatch.setattr(dispatch, "best_backend", lambda device, dtype: "spy")
+    write_tiny_checkpoint(tmp_path / "tiny", seed=2)
+    models = SyncHumanModels(tmp_path / "tiny", dtype=torch.float32)
+    pre = pipeline.preprocess(models, example_person(256))
+    inputs = pipeline.prepare_conditioning(models, pre)
+    before = dict(calls)
+    s1 = pipeline.run_stage1(models, inputs, SamplerSettings.stage1(steps=1), make_generator(0))
+    assert calls["dense"] > before["dense"]
+    before = dict(calls)
+    pipeline.run_stage2(models, s1, SamplerSettings.stage2(steps=1), make_generator(0), decode_gaussians=False)
+    assert calls["varlen"] > before["varlen"]
+    assert dispatch.current_backend() == "sdpa"  # restored

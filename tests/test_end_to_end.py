@@ -92,6 +92,20 @@ def test_headless_runner_writes_a_glb(tiny_folder, tmp_path, capsys):
     assert np.isfinite(np.asarray(geom.vertices)).all()
 
 
+def test_runner_memory_tier_low(tiny_folder, tmp_path, capsys):
+    """``--memory-tier low`` (sequential CFG, tiled VAE decode, chunked attention, one model at a time)
+    runs the whole chain and says which tier and precision it used."""
+    img = tmp_path / "person.png"
+    example_person(384).save(img)
+    out = tmp_path / "out" / "low.ply"
+    rc = cli_main(["reconstruct", str(img), "-o", str(out), "--models", str(tiny_folder), "--steps1", "1",
+                   "--steps2", "1", "--color", "vertex", "--device", "cpu", "--memory-tier", "low"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["memory_tier"] == "low" and summary["precision"] == "fp32"
+    assert str(out) in summary["files"] and summary["faces"] > 0
+
+
 def test_runner_reports_bad_input(tiny_folder, tmp_path, capsys):
     from PIL import Image
 

@@ -166,3 +166,24 @@ def test_tiny_unet_forward_and_keys():
     assert out.shape == (20, 4, 24, 24) and torch.isfinite(out).all()
     with pytest.raises(ValueError):
         unet(torch.randn(15, 8, 24, 24), 500.0, torch.randn(15, 7, 16), torch.randn(15, 16))
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 5, 7), (1, 4, 1, 1), (3, 16, 12, 12)])
+def test_upsample_phase_kernels_equal_interpolate_then_conv(shape):
+    """Upsample2D runs nearest x2 + 3x3 conv as one 2x2 conv with four output phases on the
+    low-resolution input: in float64 it equals the textbook interpolate + conv to rounding, for odd,
+    non-square and 1x1 maps (zero padding at every border), with or without an explicit x2 size."""
+    up = _randomize(Upsample2D(shape[1]), seed=shape[2]).double()
+    x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = up.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        torch.testing.assert_close(up(x), ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(up(x, (2 * shape[2], 2 * shape[3])), ref, rtol=1e-12, atol=1e-12)
+        odd = (2 * shape[2] + 1, 2 * shape[3] + 1)  # not x2: the plain path
+        torch.testing.assert_close(up(x, odd), up.conv(F.interpolate(x, size=odd, mode="nearest")))
+    # half precision: the folded kernel is summed in fp32, then rounded once
+    half = Upsample2D(shape[1]).to(torch.bfloat16)
+    half.load_state_dict(up.state_dict())
+    with torch.no_grad():
+        got = half(x.to(torch.bfloat16)).double()
+    assert (got - ref).abs().max() <= 0.05 * ref.abs().max()

@@ -32,7 +32,9 @@ __all__ = [
     "AttentionBackend",
     "attention",
     "available_backends",
+    "best_backend",
     "current_backend",
+    "fastest_backend",
     "register_backend",
     "set_query_chunk_size",
     "use_backend",
@@ -104,6 +106,36 @@ def current_backend() -> str:
         return stack[-1]
     env = os.environ.get(_ENV, "").strip()
     return env or _DEFAULT
+
+
+def explicit_backend_chosen() -> bool:
+    """True inside a :func:`use_backend` context or when ``SYNCHUMAN_ATTN_BACKEND`` is set."""
+    return bool(_LOCAL.__dict__.get("stack")) or bool(os.environ.get(_ENV, "").strip())
+
+
+def best_backend(device: torch.device | str, dtype: torch.dtype) -> str:
+    """Fastest *exact* registered backend for a device/dtype: ``flash_attn`` (CUDA, fp16/bf16) if
+    installed, else SDPA (which itself picks flash / memory-efficient kernels on CUDA and a fused
+    kernel on CPU). ``sage`` and ``xformers`` are never chosen automatically (sage quantises q/k;
+    xformers is no faster than SDPA's own kernels on current PyTorch)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and "flash_attn" in _REGISTRY:
+        return "flash_attn"
+    return _DEFAULT
+
+
+@contextlib.contextmanager
+def fastest_backend(device: torch.device | str, dtype: torch.dtype) -> Iterator[str]:
+    """Run the enclosed code on :func:`best_backend` for ``device``/``dtype``, unless a backend was
+    chosen explicitly (an enclosing :func:`use_backend` or ``SYNCHUMAN_ATTN_BACKEND``): an explicit
+    choice always wins. Calls the chosen backend cannot serve (other dtypes) still fall back to SDPA.
+    Yields the backend name in force."""
+    if explicit_backend_chosen():
+        yield current_backend()
+        return
+    name = best_backend(device, dtype)
+    with use_backend(name):
+        yield name
 
 
 _query_chunk: int | None = None
