@@ -35,7 +35,8 @@ forward) and the peak sampled during the forward (``/proc/self/statm`` every 5 m
 errors. The 1-minute load average is printed before each side; ``--quiet-load 1.0`` waits (up to
 ``--quiet-timeout`` s) for it to drop below the threshold first, since a busy 2-core machine distorts both
 timings. Fixture d's meta.json records 620 s / 591 s for the official forward (2 threads, shared machine)
-and 8.2 GB peak RSS. Needs ~9 GB RAM for the official side and ~10 min on 2 cores; ours takes ~2 min.
+and 8.2 GB peak RSS; uncontended it took 162-168 s here (docs/PERFORMANCE.md). Needs ~9 GB RAM for the
+official side and ~3.5 min on 2 cores (build included); ours takes ~2 min.
 """
 
 from __future__ import annotations
@@ -116,39 +117,15 @@ def load_module_from_path(name: str, path: Path) -> types.ModuleType:
     return mod
 
 
-def verify_checksums(
-    sd: Mapping[str, Any], expected: Mapping[str, Mapping[str, Any]], keys: list[str] | None = None
-) -> int:
-    """Check a state dict against the fixture's per-key shape, sum, sum of squares and first values.
+def verify_checksums(sd: Mapping[str, Any], expected: Mapping[str, Mapping[str, Any]],
+                     keys: list[str] | None = None) -> int:
+    """Our :func:`synchuman_core.parity.fixgen.verify_checksums` (pure torch + numpy, so it imports
+    in the official environment too): the number of keys checked, or ``ParityError``."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from synchuman_core.parity.fixgen import verify_checksums as verify
 
-    Returns the number of keys checked; raises ``RuntimeError`` listing the mismatches.
-    """
-    problems: list[str] = []
-    if keys is None:
-        keys = list(expected)
-        missing, extra = [k for k in expected if k not in sd], [k for k in sd if k not in expected]
-        if missing or extra:
-            problems.append(f"keys differ: missing {missing[:5]}, extra {extra[:5]}")
-    for k in keys:
-        e = expected[k]
-        if k not in sd:
-            continue
-        v = sd[k]
-        if list(v.shape) != list(e["shape"]):
-            problems.append(f"{k}: shape {list(v.shape)} != {e['shape']}")
-            continue
-        t = v.detach().double().reshape(-1)
-        s, ss = float(t.sum()), float((t * t).sum())
-        scale = max(1.0, abs(e["sumsq"]))
-        tol_sum = 1e-6 * math.sqrt(scale) * max(1.0, math.sqrt(t.numel()))
-        if abs(s - e["sum"]) > tol_sum or abs(ss - e["sumsq"]) > 1e-5 * scale:
-            problems.append(f"{k}: sum {s:.6g} vs {e['sum']:.6g}, sumsq {ss:.6g} vs {e['sumsq']:.6g}")
-        first = [float(x) for x in t[:4]]
-        if any(abs(a - b) > 1e-6 * max(1.0, abs(b)) for a, b in zip(first, e["first"])):
-            problems.append(f"{k}: first values {first} vs {e['first']}")
-    if problems:
-        raise RuntimeError("weights do not match state_dict_checksums.json:\n  " + "\n  ".join(problems[:20]))
-    return len(keys)
+    return verify(sd, expected, keys=keys)
 
 
 def relative_error(ours: Any, ref: Any) -> float:

@@ -72,18 +72,25 @@ def test_same_seed_same_result(tiny_folder):
     assert torch.equal(a2.mesh.faces, b2.mesh.faces)
 
 
+def _reconstruct(tiny_folder, tmp_path, capsys, out_name: str, *options: str):
+    """``python -m synchuman_core reconstruct`` on the example person, 1 + 1 steps on CPU -> (path, summary)."""
+    img = tmp_path / "person.png"
+    example_person(384).save(img)
+    out = tmp_path / "out" / out_name
+    rc = cli_main(["reconstruct", str(img), "-o", str(out), "--models", str(tiny_folder), "--steps1", "1",
+                   "--steps2", "1", "--device", "cpu", *options])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert str(out) in summary["files"] and summary["faces"] > 0
+    return out, summary
+
+
 def test_headless_runner_writes_a_glb(tiny_folder, tmp_path, capsys):
     import trimesh
     from PIL import Image
 
-    img = tmp_path / "person.png"
-    example_person(384).save(img)
-    out = tmp_path / "out" / "person.glb"
-    rc = cli_main(["reconstruct", str(img), "-o", str(out), "--models", str(tiny_folder), "--steps1", "1",
-                   "--steps2", "1", "--texture-size", "512", "--device", "cpu", "--seed", "3"])
-    assert rc == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert str(out) in summary["files"] and summary["faces"] > 0
+    out, summary = _reconstruct(tiny_folder, tmp_path, capsys, "person.glb", "--texture-size", "512", "--seed", "3")
+    assert summary["memory_tier"] == "high"
     scene = trimesh.load(out)
     geom = next(iter(scene.geometry.values()))
     assert len(geom.faces) == summary["faces"]
@@ -95,15 +102,8 @@ def test_headless_runner_writes_a_glb(tiny_folder, tmp_path, capsys):
 def test_runner_memory_tier_low(tiny_folder, tmp_path, capsys):
     """``--memory-tier low`` (sequential CFG, tiled VAE decode, chunked attention, one model at a time)
     runs the whole chain and says which tier and precision it used."""
-    img = tmp_path / "person.png"
-    example_person(384).save(img)
-    out = tmp_path / "out" / "low.ply"
-    rc = cli_main(["reconstruct", str(img), "-o", str(out), "--models", str(tiny_folder), "--steps1", "1",
-                   "--steps2", "1", "--color", "vertex", "--device", "cpu", "--memory-tier", "low"])
-    assert rc == 0
-    summary = json.loads(capsys.readouterr().out)
+    _, summary = _reconstruct(tiny_folder, tmp_path, capsys, "low.ply", "--color", "vertex", "--memory-tier", "low")
     assert summary["memory_tier"] == "low" and summary["precision"] == "fp32"
-    assert str(out) in summary["files"] and summary["faces"] > 0
 
 
 def test_runner_reports_bad_input(tiny_folder, tmp_path, capsys):

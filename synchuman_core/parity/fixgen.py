@@ -78,14 +78,21 @@ def checksums(sd: Mapping[str, torch.Tensor]) -> dict[str, dict]:
     return out
 
 
-def verify_checksums(sd: Mapping[str, torch.Tensor], expected: Mapping[str, Mapping], rtol: float = 1e-6) -> None:
-    """Raise :class:`ParityError` if ``sd`` does not reproduce the checksum file's entries."""
+def verify_checksums(
+    sd: Mapping[str, torch.Tensor], expected: Mapping[str, Mapping], rtol: float = 1e-6,
+    keys: Sequence[str] | None = None,
+) -> int:
+    """Raise :class:`ParityError` if ``sd`` does not reproduce the checksum file's entries; returns the
+    number of keys checked. ``keys``: check only these (no missing/extra-key check)."""
     problems = []
-    missing = [k for k in expected if k not in sd]
-    extra = [k for k in sd if k not in expected]
-    if missing or extra:
-        problems.append(f"keys differ: missing {missing[:5]}, extra {extra[:5]}")
-    for k, e in expected.items():
+    if keys is None:
+        keys = list(expected)
+        missing = [k for k in expected if k not in sd]
+        extra = [k for k in sd if k not in expected]
+        if missing or extra:
+            problems.append(f"keys differ: missing {missing[:5]}, extra {extra[:5]}")
+    for k in keys:
+        e = expected[k]
         if k not in sd:
             continue
         t = sd[k].detach().double().reshape(-1)
@@ -101,3 +108,4 @@ def verify_checksums(sd: Mapping[str, torch.Tensor], expected: Mapping[str, Mapp
             problems.append(f"{k}: first values {first} != {e['first']}")
     if problems:
         raise ParityError("regenerated weights do not match the fixture checksums:\n  " + "\n  ".join(problems[:20]))
+    return len(keys)

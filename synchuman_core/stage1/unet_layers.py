@@ -269,7 +269,7 @@ class _AttentionProjections(nn.Module):
         return q, k, v
 
 
-def blend_face_into_front(out: torch.Tensor, hw: tuple[int, int], num_views: int) -> torch.Tensor:
+def blend_face_into_front(out: torch.Tensor, hw: tuple[int, int], num_views: int, *, inplace: bool = False) -> torch.Tensor:
     """PSHuman face injection, applied to the ``attn1`` output of every domain (ARCHITECTURE.md §4.2).
 
     ``out [B, H*W, C]`` with batch ``(... group, view)``, ``V = num_views`` views, the last one being the
@@ -277,7 +277,7 @@ def blend_face_into_front(out: torch.Tensor, hw: tuple[int, int], num_views: int
     ``[0, Hs)``, columns ``[Hs, He)`` becomes ``0.5 * itself + 0.5 * bilinear(face output -> Hs x Hs)``
     (align_corners False). The face close-up covers exactly that region of the front image (the
     768-px crop box (256, 0, 512, 256)). Square maps with H divisible by 3 only (every UNet level of a
-    96-latent run: 96, 48, 24, 12). Returns a new tensor.
+    96-latent run: 96, 48, 24, 12). Returns a new tensor, or ``out`` itself (modified) with ``inplace``.
     """
     b, n, c = out.shape
     h, w = hw
@@ -285,7 +285,8 @@ def blend_face_into_front(out: torch.Tensor, hw: tuple[int, int], num_views: int
     he = h - hs
     if h != w or he - hs != hs:
         raise ValueError(f"face blend needs square feature maps with a side divisible by 3, got {h}x{w}")
-    out = out.clone()
+    if not inplace:
+        out = out.clone()
     grid = out.view(b // num_views, num_views, h, w, c)  # [G', V, H, W, C] (view of `out`)
     face = grid[:, num_views - 1].permute(0, 3, 1, 2)  # [G', C, H, W]
     face = F.interpolate(face, size=(hs, hs), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
@@ -309,15 +310,13 @@ class JointDomainSelfAttention(_AttentionProjections):
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         b, n, c = x.shape
         half = b // 2
-        q, k, v = self._qkv(x)  # [B, N, heads, d]
-
-        def pair(t: torch.Tensor) -> torch.Tensor:  # [2*half, N, h, d] -> [half, 2N, h, d]
-            return t.view(2, half, n, self.heads, self.dim_head).transpose(0, 1).reshape(half, 2 * n, self.heads, -1)
-
-        o = attention(pair(q), pair(k), pair(v))  # [half, 2N, heads, d]
+        # pair the tokens once, before the (per-token) projections: [2*half, N, C] -> [half, 2N, C]
+        paired = x.view(2, half, n, c).transpose(0, 1).reshape(half, 2 * n, c)
+        q, k, v = self._qkv(paired)  # [half, 2N, heads, d]
+        o = attention(q, k, v)  # [half, 2N, heads, d]
         o = self.to_out[0](o.reshape(half, 2 * n, -1))  # [half, 2N, C]
-        o = o.view(half, 2, n, c).transpose(0, 1).reshape(b, n, c)  # back to [normal half | color half]
-        return blend_face_into_front(o, hw, self.num_views)
+        o = o.view(half, 2, n, c).transpose(0, 1).reshape(b, n, c)  # back to [normal half | color half] (a copy)
+        return blend_face_into_front(o, hw, self.num_views, inplace=True)
 
 
 class RowwiseMultiviewAttention(_AttentionProjections):
