@@ -331,3 +331,28 @@ def test_export_node_writes_into_output_folder(comfy_root, pack):
     with pytest.raises(Exception, match="outside the output folder"):
         _run(pack.NODES[-1], synchuman_mesh=mesh, filename_prefix="../escape", color_mode="none")
 
+
+
+def test_git_clone_install_finds_the_bundled_core(tmp_path):
+    """ComfyUI-Manager / git clone install only requirements.txt: the pack must find the synchuman_core
+    bundled in its own folder (simulated with ``python -S``: no site-packages, so no installed copy)."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    pack = tmp_path / "custom_nodes" / "ComfyUI-SyncHuman"
+    pack.mkdir(parents=True)
+    shutil.copy(root / "__init__.py", pack / "__init__.py")
+    for sub in ("nodes", "synchuman_core"):
+        shutil.copytree(root / sub, pack / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('ComfyUI-SyncHuman', {str(pack / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(pack)!r}])\n"
+        "mod = importlib.util.module_from_spec(spec); sys.modules['ComfyUI-SyncHuman'] = mod\n"
+        "spec.loader.exec_module(mod)\n"
+        "import synchuman_core\n"
+        "print(synchuman_core.__file__)\n"
+    )
+    out = subprocess.run([sys.executable, "-S", "-c", code], check=True, timeout=120, capture_output=True, text=True)
+    assert out.stdout.strip() == str(pack / "synchuman_core" / "__init__.py")
