@@ -287,3 +287,29 @@ def test_state_dict_converters(tiny_vae):
     converted = convert_vae_state_dict(legacy)
     assert converted.keys() == vae_sd.keys()
     assert all(torch.equal(converted[k], vae_sd[k]) for k in vae_sd)
+
+
+def test_vae_phase_upsamplers_equal_plain_diffusers(tiny_vae):
+    """build_vae switches the decoder's nearest x2 + conv up-samplers to the phase convolution; a plain
+    diffusers AutoencoderKL with the same weights decodes the same (float64: to rounding), tiled too, and
+    the state dict is untouched."""
+    from diffusers import AutoencoderKL
+
+    from synchuman_core.encoders.vae import use_phase_upsamplers
+
+    plain = AutoencoderKL.from_config(TINY_VAE).to(torch.float64).eval()
+    plain.load_state_dict(tiny_vae.state_dict())
+    ours = build_vae(TINY_VAE, device="cpu", dtype=torch.float64)
+    ours.load_state_dict(tiny_vae.state_dict())
+    assert list(ours.state_dict()) == list(plain.state_dict())
+    n_up = sum(type(m).__name__ == "Upsample2D" for m in plain.decoder.modules())
+    assert n_up > 0 and use_phase_upsamplers(AutoencoderKL.from_config(TINY_VAE)) == n_up
+    lat = torch.randn(2, 4, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.decode(lat).sample, plain.decode(lat).sample, rtol=1e-10, atol=1e-10)
+        ours.enable_tiling()
+        plain.enable_tiling()
+        ours.tile_sample_min_size, ours.tile_latent_min_size = 32, 16
+        plain.tile_sample_min_size, plain.tile_latent_min_size = 32, 16
+        big = torch.randn(1, 4, 40, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(ours.decode(big).sample, plain.decode(big).sample, rtol=1e-10, atol=1e-10)

@@ -12,15 +12,18 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import types
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, InputImageError
+from ..modules.spatial import nearest2x_conv3x3
 from .clip import float_images_to_uint8
 
-__all__ = ["VAE_SCALING_FACTOR", "build_vae", "convert_vae_state_dict", "vae_config", "vae_decode", "vae_encode"]
+__all__ = ["VAE_SCALING_FACTOR", "build_vae", "convert_vae_state_dict", "use_phase_upsamplers", "vae_config",
+           "vae_decode", "vae_encode"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,34 @@ def build_vae(official: Mapping, *, device=None, dtype: torch.dtype | None = Non
     vae.to(dtype=dtype or torch.float32)
     if device is not None and torch.device(device).type != "meta":
         vae.to_empty(device=device)
+    use_phase_upsamplers(vae)
     return vae.eval()
+
+
+def _phase_upsample_forward(self, hidden_states, output_size=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+    h, w = hidden_states.shape[-2:]
+    if args or kwargs or (output_size is not None and tuple(output_size) != (2 * h, 2 * w)):
+        return type(self).forward(self, hidden_states, output_size, *args, **kwargs)
+    return nearest2x_conv3x3(hidden_states, self.conv)
+
+
+def use_phase_upsamplers(vae: nn.Module) -> int:
+    """Run the VAE decoder's nearest x2 + 3x3-conv up-samplers as one phase convolution on the
+    low-resolution input (:func:`~synchuman_core.modules.spatial.nearest2x_conv3x3`: 0.46x the
+    multiply-adds, no up-sampled copy; same result up to fp32 rounding). Only the forward of matching
+    diffusers ``Upsample2D`` instances is replaced: modules, parameters and state-dict keys are unchanged.
+    Returns how many up-samplers were switched."""
+    n = 0
+    for m in vae.modules():
+        if type(m).__name__ != "Upsample2D" or not hasattr(m, "conv"):
+            continue
+        if not getattr(m, "use_conv", False) or getattr(m, "use_conv_transpose", False) \
+                or getattr(m, "norm", None) is not None or not getattr(m, "interpolate", True) \
+                or getattr(m, "name", "conv") != "conv" or not isinstance(m.conv, nn.Conv2d):
+            continue
+        m.forward = types.MethodType(_phase_upsample_forward, m)
+        n += 1
+    return n
 
 
 _LEGACY_ATTN = re.compile(r"^(.*\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")

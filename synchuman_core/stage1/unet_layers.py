@@ -31,6 +31,7 @@ from torch import nn
 
 from ..attention import attention
 from ..modules.norms import GroupNorm32, LayerNorm32
+from ..modules.spatial import nearest2x_conv3x3
 
 __all__ = [
     "Downsample2D",
@@ -150,31 +151,11 @@ class Downsample2D(nn.Module):
         return self.conv(x)
 
 
-def _fold_upsample_kernel(w: torch.Tensor) -> torch.Tensor:
-    """3x3 kernel ``w [Co, C, 3, 3]`` applied after a nearest x2 up-sampling -> the four 2x2 kernels
-    ``[4 Co, C, 2, 2]`` (output phases (row, col) = (0,0), (0,1), (1,0), (1,1)) that give the same
-    result on the low-resolution input.
-
-    Output row ``2i`` reads up-sampled rows ``2i-1, 2i, 2i+1`` = input rows ``i-1, i, i``: taps
-    ``[w0, w1 + w2]`` on rows ``i-1, i``; output row ``2i+1`` reads input rows ``i, i, i+1``: taps
-    ``[w0 + w1, w2]`` on rows ``i, i+1``. The same holds for columns. Summed in fp32.
-    """
-    w32 = w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
-
-    def phases(t: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        t0, t1, t2 = t.unbind(dim)
-        return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
-
-    rows = phases(w32, 2)
-    kernels = [k for r in rows for k in phases(r, 3)]
-    return torch.cat(kernels).to(w.dtype)
-
-
 class Upsample2D(nn.Module):
     """Nearest x2 then 3x3 conv (key ``conv``): ``[B, C, H, W] -> [B, C, 2H, 2W]``.
 
     The x2 case runs as one 2x2 convolution with four output phases on the low-resolution input
-    (:func:`_fold_upsample_kernel`), interleaved into the result: the same sums of the same products
+    (:func:`~synchuman_core.modules.spatial.nearest2x_conv3x3`), interleaved into the result: the same sums of the same products
     (up to the order of the fp32 additions) with 0.46x the multiply-adds and no up-sampled copy.
     ``size`` (an explicit output size, not exactly x2) uses the plain interpolate + conv.
     """
@@ -184,19 +165,9 @@ class Upsample2D(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        b, c, h, w = x.shape
-        if size is not None and tuple(size) != (2 * h, 2 * w):
+        if size is not None and tuple(size) != (2 * x.shape[-2], 2 * x.shape[-1]):
             return self.conv(F.interpolate(x, size=size, mode="nearest"))
-        co = self.conv.out_channels
-        kernel = _fold_upsample_kernel(self.conv.weight)
-        bias = self.conv.bias.repeat(4) if self.conv.bias is not None else None
-        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), kernel, bias)  # [B, 4 Co, H+1, W+1]
-        y = y.view(b, 2, 2, co, h + 1, w + 1)
-        out = y.new_empty(b, co, h, 2, w, 2)
-        for r in (0, 1):
-            for s in (0, 1):
-                out[:, :, :, r, :, s] = y[:, r, s, :, r : r + h, s : s + w]
-        return out.view(b, co, 2 * h, 2 * w)
+        return nearest2x_conv3x3(x, self.conv)
 
 
 # ------------------------------------------------------------------------------------------------
