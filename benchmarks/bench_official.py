@@ -117,27 +117,28 @@ def load_module_from_path(name: str, path: Path) -> types.ModuleType:
     return mod
 
 
-def verify_checksums(sd: Mapping[str, Any], expected: Mapping[str, Mapping[str, Any]],
-                     keys: list[str] | None = None) -> int:
-    """Our :func:`synchuman_core.parity.fixgen.verify_checksums` (pure torch + numpy, so it imports
-    in the official environment too): the number of keys checked, or ``ParityError``."""
+def _our_package() -> None:
+    """Put this repository's ``synchuman_core`` on ``sys.path`` (pure torch/numpy/einops: it imports in the
+    official environment too, so both children share our checksum check, input assembly and error metric)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
+
+
+def verify_checksums(sd: Mapping[str, Any], expected: Mapping[str, Mapping[str, Any]],
+                     keys: list[str] | None = None) -> int:
+    """:func:`synchuman_core.parity.fixgen.verify_checksums`: the number of keys checked, or ``ParityError``."""
+    _our_package()
     from synchuman_core.parity.fixgen import verify_checksums as verify
 
     return verify(sd, expected, keys=keys)
 
 
 def relative_error(ours: Any, ref: Any) -> float:
-    """max |ours - ref| / max |ref| in float64 (inf on a shape mismatch or non-finite output)."""
-    import torch
+    """max |ours - ref| / max |ref| (:meth:`synchuman_core.parity.Comparison.relative_error`)."""
+    _our_package()
+    from synchuman_core.parity import Comparison
 
-    if tuple(ours.shape) != tuple(ref.shape):
-        return float("inf")
-    o, r = ours.detach().double(), ref.detach().double()
-    if not bool(torch.isfinite(o).all()):
-        return float("inf")
-    return float((o - r).abs().max()) / max(float(r.abs().max()), 1e-12)
+    return Comparison("output", ours, ref, 0.0).relative_error()
 
 
 def install_xformers_shim() -> dict[str, int]:
@@ -194,25 +195,13 @@ def install_xformers_shim() -> dict[str, int]:
     return calls
 
 
-def official_inputs(inp: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The fixture README's call of the official forward (the pipeline's CFG layout)."""
-    import torch
+def fixture_call(inp: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of one forward in the pipeline's CFG layout (fixture README), as our parity
+    runner assembles them; the official forward takes the same names."""
+    _our_package()
+    from synchuman_core.parity.components.synchuman_2d3dcrossspacediffusion import cfg_inputs
 
-    n, c = inp["latents"].chunk(2)
-    img, e, cond = inp["image_latents_cond"], inp["image_embeds_cond"], inp["trellis_cond_pos"]
-    pn, pc = inp["prompt_embeds"].chunk(2)
-    z = torch.zeros_like
-    sample = torch.cat([torch.cat([n, n, c, c]), torch.cat([z(img), img, z(img), img])], dim=1)
-    kwargs = {
-        "encoder_hidden_states": torch.cat([pn, pn, pc, pc]),
-        "class_labels": torch.cat([z(e), e, z(e), e]),
-        "trellis_x": torch.cat([inp["trellis_latent"], inp["trellis_latent"]]),
-        "trellis_t": inp["trellis_t"],
-        "trellis_cond": torch.cat([z(cond), cond]),
-        "cross_attention_kwargs": None,
-        "return_dict": False,
-    }
-    return (sample, float(inp["timestep"].item())), kwargs
+    return cfg_inputs(inp)
 
 
 @contextmanager
@@ -277,8 +266,9 @@ def run_official(src: Path, fixture: Path, reference: Path, dry_run: bool) -> di
     with _timed(result, "fill"):
         fixgen.fill_model(model, SEED)
         result["checked"] = verify_checksums(model.state_dict(), expected)
-    args, kwargs = official_inputs(load_file(str(fixture / "inputs.safetensors")))
-    sample_out, trellis_out = _timed_forward(lambda: model(*args, **kwargs), result)
+    kwargs = fixture_call(load_file(str(fixture / "inputs.safetensors")))
+    kwargs.update(cross_attention_kwargs=None, return_dict=False)
+    sample_out, trellis_out = _timed_forward(lambda: model(**kwargs), result)
     ref = load_file(str(fixture / "outputs.safetensors"))
     result["rel_err"] = {"sample": relative_error(sample_out, ref["sample_out"]),
                          "trellis": relative_error(trellis_out, ref["trellis_out"])}
@@ -287,18 +277,18 @@ def run_official(src: Path, fixture: Path, reference: Path, dry_run: bool) -> di
 
 
 def run_ours(fixture: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO))
+    _our_package()
     import torch
 
     from synchuman_core.parity import DEFAULT_TOLERANCE, Fixture, component_of
-    from synchuman_core.parity.components.synchuman_2d3dcrossspacediffusion import build_model, cfg_inputs
+    from synchuman_core.parity.components.synchuman_2d3dcrossspacediffusion import build_model
 
     component = component_of(fixture)
     fx = Fixture(fixture, component, DEFAULT_TOLERANCE[component])
     result: dict[str, Any] = {"env": {"torch": torch.__version__}}
     with _timed(result, "fill"):  # meta build + regenerated weights + checksum check
         model = build_model(fx)
-    kwargs = cfg_inputs(fx.inputs)
+    kwargs = fixture_call(fx.inputs)
     sample_out, trellis_out = _timed_forward(lambda: model(**kwargs), result)
     result["rel_err"] = {"sample": relative_error(sample_out, fx.outputs["sample_out"]),
                          "trellis": relative_error(trellis_out, fx.outputs["trellis_out"])}

@@ -53,6 +53,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .attention import best_backend
 from .errors import ConfigError
 
 __all__ = [
@@ -197,11 +198,8 @@ def dtype_plan(precision: str, device: torch.device | str | None = None) -> dict
     return {n: (dt if n in HALF_COMPONENTS else None) for n in (*ALL_COMPONENTS, "text_encoder")}
 
 
-def best_attention_backend(device: torch.device | str, dtype: torch.dtype) -> str:
-    """:func:`synchuman_core.attention.best_backend` (kept here for the tier code and older callers)."""
-    from .attention import best_backend
-
-    return best_backend(device, dtype)
+#: The fastest exact attention backend for a device/dtype (:func:`synchuman_core.attention.best_backend`).
+best_attention_backend = best_backend
 
 
 # ---------------------------------------------------------------------------------------------------
