@@ -60,11 +60,11 @@ def child(name: str, folder: str, device: str, naive: bool, dtype_name: str | No
     import torch
 
     from synchuman_core.io import load_component
-    from synchuman_core.io.loading import _read_config, build_empty, component_files
+    from synchuman_core.io.loading import build_empty, component_files, read_component_config
 
     torch.set_num_threads(1)
     cf, _ = component_files(name, folder)
-    official = _read_config(cf)
+    official = read_component_config(cf)
     dtype = getattr(torch, dtype_name) if dtype_name else None
     build_empty(cf.spec, official, dtype)  # warm up imports and lazy init
     if naive:

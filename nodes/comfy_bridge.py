@@ -18,6 +18,8 @@ import comfy.utils
 import folder_paths
 import torch
 
+from .weight_streaming import make_streamable, settle_resident
+
 log = logging.getLogger(__name__)
 
 MODEL_FOLDER_KEY = "synchuman"
@@ -111,19 +113,36 @@ class ManagedModule(torch.nn.Module):
 
 
 def make_patcher(module: torch.nn.Module):
-    """Wrap a module so that ComfyUI's model manager can load, offload and evict it."""
+    """Wrap a module so that ComfyUI's model manager can load (fully or, on a low-VRAM card, partially),
+    offload and evict it. Its large layers get ComfyUI's per-layer cast contract
+    (:func:`nodes.weight_streaming.make_streamable`), so a partial load streams the layers left on the
+    offload device instead of failing."""
     import comfy.model_patcher
 
+    make_streamable(module, load_device())
     return comfy.model_patcher.ModelPatcher(ManagedModule(module), load_device=load_device(),
                                             offload_device=offload_device())
 
 
-def load_patchers(patchers: Iterable[Any], memory_required: int = 0) -> None:
-    """``load_models_gpu`` with full loads: our modules are plain ``torch.nn`` (not ``comfy.ops``), so a
-    partial (low-VRAM) load would leave some of their weights on the CPU."""
+def load_patchers(patchers: Iterable[Any], memory_required: int = 0, *, partial: bool = True) -> None:
+    """``load_models_gpu``: ComfyUI decides from the free memory whether each model loads completely or
+    partially (``partial=False`` forces full loads). After a partial load the small never-streamed weights
+    and buffers are moved to the compute device (:func:`nodes.weight_streaming.settle_resident`)."""
     patchers = list(patchers)
-    if patchers:
-        mm.load_models_gpu(patchers, memory_required=int(memory_required), force_full_load=True)
+    if not patchers:
+        return
+    mm.load_models_gpu(patchers, memory_required=int(memory_required), force_full_load=not partial)
+    for p in patchers:
+        if getattr(p.model, "model_lowvram", False):
+            moved = settle_resident(p.model, p.load_device)
+            log.info("SyncHuman: %s loaded partially (weights streamed per layer; %.1f MiB kept resident)",
+                     type(p.model.module).__name__ if hasattr(p.model, "module") else type(p.model).__name__,
+                     moved / 2**20)
+
+
+def is_partially_loaded(patcher: Any) -> bool:
+    """True when ComfyUI left some of the model's layers on the offload device (low-VRAM load)."""
+    return bool(getattr(patcher.model, "model_lowvram", False))
 
 
 def unload_patchers(patchers: Iterable[Any]) -> None:
@@ -134,6 +153,34 @@ def unload_patchers(patchers: Iterable[Any]) -> None:
             lm.model_unload()
             mm.current_loaded_models.remove(lm)
     mm.soft_empty_cache()
+
+
+def is_loaded(patcher: Any) -> bool:
+    """Whether ComfyUI's model manager holds this model as loaded right now (fully or partially)."""
+    return any(m is patcher for m in mm.loaded_models())
+
+
+def free_memory_bytes() -> int:
+    """Free memory on the compute device as ComfyUI counts it (its cache included)."""
+    return int(mm.get_free_memory(load_device()))
+
+
+def memory_is_short(required: int) -> bool:
+    """True when the compute device has less than ``required`` bytes free (never on a CPU device)."""
+    dev = load_device()
+    return not mm.is_device_cpu(dev) and free_memory_bytes() < int(required)
+
+
+def unload_if_short(patchers: Iterable[Any], required: int) -> bool:
+    """Offload ``patchers`` (e.g. the stage-1 models before stage 2) when less than ``required`` bytes are
+    free on the compute device; returns whether it did."""
+    patchers = list(patchers)
+    if not patchers or not memory_is_short(required):
+        return False
+    log.info("SyncHuman: %.1f GiB free, %.1f GiB wanted: offloading %d models", free_memory_bytes() / 2**30,
+             required / 2**30, len(patchers))
+    unload_patchers(patchers)
+    return True
 
 
 class SyncHumanOutOfMemoryError(torch.OutOfMemoryError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 from comfy_api.latest import Types, io
@@ -10,7 +11,6 @@ from comfy_api.latest import Types, io
 from synchuman_core.errors import InputImageError
 
 from . import comfy_bridge as bridge
-from .inputs import image_to_chw
 from .models import ModelBundle
 from .types import (
     CATEGORY,
@@ -25,26 +25,40 @@ from .types import (
     StructuredLatent,
 )
 
-MIN_VIEW_SIZE = 64
+#: Stage-1 view size of the released models (used when the structured latent does not carry its views).
+STAGE1_VIEW_SIZE = 768
 
 
-def check_views(name: str, images: torch.Tensor) -> torch.Tensor:
-    """Validate a view batch (IMAGE ``[B, H, W, C]``) and return it as ``[B, 3, H, W]``."""
+def stage1_view_size(slat: Any) -> int:
+    """The view size stage 1 made for this structured latent (its colour views), else 768."""
+    views = getattr(getattr(slat, "structure", None), "color_views", None)
+    if isinstance(views, torch.Tensor) and views.ndim == 4:
+        return int(views.shape[-1])
+    return STAGE1_VIEW_SIZE
+
+
+def check_views(name: str, images: torch.Tensor, size: int | None = None,
+                node: str = "SyncHuman Feature Injector") -> torch.Tensor:
+    """A view batch (IMAGE ``[B, H, W, C]``, any size and aspect) -> ``[B, 3, S, S]``.
+
+    4 body views or 5 with the face close-up; non-square views are padded to square on their background
+    colour, then resized to ``size`` (default: their own longer side) by
+    :func:`synchuman_core.validation.fit_views`. Errors name ``node`` and its input ``name``.
+    """
+    from synchuman_core.validation import fit_views
+
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise InputImageError(f"{name} must be an IMAGE batch [B, H, W, 3], got {getattr(images, 'shape', images)}")
+        raise InputImageError(f"{node}: '{name}' must be an IMAGE batch [B, H, W, 3], got "
+                              f"{tuple(getattr(images, 'shape', ())) or type(images).__name__}")
     b, h, w, c = images.shape
     if b not in (4, 5):
         raise InputImageError(
-            f"{name} holds {b} image(s); it needs 4 body views or 5 with the face close-up. {VIEW_ORDER_HELP}. "
-            "Use SyncHuman View Batch to assemble separate images."
+            f"{node}: '{name}' holds {b} image(s); it needs 4 body views or 5 with the face close-up. "
+            f"{VIEW_ORDER_HELP}. Use SyncHuman View Batch to assemble separate images."
         )
-    if c not in (3, 4):
-        raise InputImageError(f"{name} has {c} channels; give RGB images")
-    if h != w:
-        raise InputImageError(f"{name} views are {w}x{h}; the views must be square (stage 1 makes 768x768)")
-    if h < MIN_VIEW_SIZE:
-        raise InputImageError(f"{name} views are {w}x{h}; give at least {MIN_VIEW_SIZE}x{MIN_VIEW_SIZE} (768 is native)")
-    return image_to_chw(images)
+    if c not in (1, 3, 4):
+        raise InputImageError(f"{node}: '{name}' has {c} channels; give RGB images")
+    return fit_views(images, int(size) if size else max(int(h), int(w)), f"{node}: '{name}'")
 
 
 class SyncHumanFeatureInjector(io.ComfyNode):
@@ -61,7 +75,9 @@ class SyncHumanFeatureInjector(io.ComfyNode):
                 MODELS.Input("models", tooltip="From SyncHuman Model Loader."),
                 SLAT.Input("slat", tooltip="From the Structured Latent Sampler."),
                 io.Image.Input("color_views", tooltip="Colour views, IMAGE batch of 4 or 5. " + VIEW_ORDER_HELP + "."),
-                io.Image.Input("normal_views", tooltip="Normal views, IMAGE batch of 4 or 5, same size and order."),
+                io.Image.Input("normal_views", tooltip="Normal views, IMAGE batch of 4 or 5, same order. Views of any "
+                                                        "size or aspect are padded to square on their background "
+                                                        "and resized to the stage-1 view size."),
                 io.Boolean.Input("views_mirrored", default=True,
                                  tooltip="On: back and left views are mirrored as stage 1 generates them. Off: they "
                                          "are true photos/renders and are mirrored here."),
@@ -72,20 +88,17 @@ class SyncHumanFeatureInjector(io.ComfyNode):
     @classmethod
     def execute(cls, models: ModelBundle, slat: StructuredLatent, color_views: torch.Tensor,
                 normal_views: torch.Tensor, views_mirrored: bool = True) -> io.NodeOutput:
-        from .stage2 import multiview_features
+        from synchuman_core.pipeline import multiview_features
 
-        colors = check_views("color_views", color_views)
-        normals = check_views("normal_views", normal_views)
-        if colors.shape[-1] != normals.shape[-1]:
-            raise InputImageError(
-                f"color_views are {colors.shape[-1]} px and normal_views {normals.shape[-1]} px; give views of one size"
-            )
+        size = stage1_view_size(slat)
+        colors = check_views("color_views", color_views, size)  # any size/aspect -> the stage-1 view size
+        normals = check_views("normal_views", normal_views, size)
         if not views_mirrored:
             colors, normals = colors.clone(), normals.clone()
             colors[2:4] = colors[2:4].flip(-1)
             normals[2:4] = normals[2:4].flip(-1)
         with bridge.oom_hint("the feature injector (DINOv2)", "set the Model Loader's dtype to fp16"):
-            m = models.load("features")
+            m = models.load("stage2_features")
             bar = bridge.step_callback(2)
             mv_color = multiview_features(m, colors)
             bar(1)
@@ -119,21 +132,16 @@ class SyncHumanMeshDecoder(io.ComfyNode):
     @classmethod
     def execute(cls, models: ModelBundle, features: InjectedFeatures) -> io.NodeOutput:
         from synchuman_core.export import zup_to_yup
-
-        from .stage2 import decode_mesh
+        from synchuman_core.pipeline import decode_mesh, mesh_arrays
 
         bar = bridge.step_callback(1)
         with bridge.oom_hint("the mesh decoder", "set the Model Loader's dtype to fp16 and close other models"):
-            m = models.load("mesh")
-            mesh = decode_mesh(m, features.slat, features.mv_color, features.mv_normal)
+            mesh = decode_mesh(models.load("stage2_mesh"), features.slat, features.mv_color, features.mv_normal)
         bar(1)
         if mesh.faces.shape[0] == 0:
             raise InputImageError("the mesh decoder produced no surface; try another seed for the samplers")
         dev = bridge.intermediate_device()
-        v = mesh.vertices.detach().float().cpu()
-        f = mesh.faces.detach().long().cpu()
-        attrs = getattr(mesh, "vertex_attrs", None)
-        colors = None if attrs is None else attrs.detach().float().cpu()[:, :3].clamp(0.0, 1.0)
+        v, f, colors = mesh_arrays(mesh)
         native = Types.MESH(zup_to_yup(v)[None].to(dev), f[None].to(dev))
         rich = DecodedMesh(vertices=v, faces=f, vertex_colors=colors, color_views=features.color_views.cpu(),
                            normal_views=features.normal_views.cpu())
@@ -157,12 +165,11 @@ class SyncHumanGaussianDecoder(io.ComfyNode):
 
     @classmethod
     def execute(cls, models: ModelBundle, features: InjectedFeatures) -> io.NodeOutput:
-        from .stage2 import decode_gaussians
+        from synchuman_core.pipeline import decode_gaussians
 
         bar = bridge.step_callback(1)
         with bridge.oom_hint("the Gaussian decoder", "set the Model Loader's dtype to fp16 and close other models"):
-            m = models.load("gaussians")
-            gs = decode_gaussians(m, features.slat, features.mv_color, features.mv_normal)
+            gs = decode_gaussians(models.load("stage2_gaussians"), features.slat, features.mv_color, features.mv_normal)
         bar(1)
         return io.NodeOutput(gs.to(bridge.intermediate_device()))
 
@@ -187,11 +194,14 @@ class SyncHumanSaveGaussians(io.ComfyNode):
 
     @classmethod
     def execute(cls, gaussians, filename_prefix: str = "synchuman/gaussians") -> io.NodeOutput:
-        import folder_paths
+        from synchuman_core.stage2.gaussians import gaussians_ply_bytes
 
-        out_dir = folder_paths.get_output_directory()
-        full, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
-        fname = f"{name}_{counter:05}_.ply"
-        gaussians.save_ply(os.path.join(full, fname))
-        rel = "/".join(p for p in (subfolder, fname) if p)
-        return io.NodeOutput(rel, ui={"ply": [{"filename": fname, "subfolder": subfolder, "type": "output"}]})
+        from .outputs import relative_name, reserve_output
+
+        data = gaussians_ply_bytes(gaussians)
+        out, subfolder = reserve_output(filename_prefix, (".ply",), estimate_bytes=len(data))
+        with out:  # placed only when complete; nothing left behind on failure
+            path = out.write_bytes(".ply", data)
+        fname = os.path.basename(str(path))
+        return io.NodeOutput(relative_name(path, subfolder),
+                             ui={"ply": [{"filename": fname, "subfolder": subfolder, "type": "output"}]})

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
+from .background import SyncHumanRemoveBackground
 from .decoding import SyncHumanFeatureInjector, SyncHumanGaussianDecoder, SyncHumanMeshDecoder, SyncHumanSaveGaussians
 from .export import SyncHumanExport
 from .inputs import SyncHumanPreprocess, SyncHumanViewBatch
 from .loader import SyncHumanModelLoader
+from .render import SyncHumanRenderGaussians
 from .sampling import SyncHumanJointSampler, SyncHumanSamplerSettings, SyncHumanStructuredLatentSampler
 
-#: Every node of the pack, in pipeline order (also their order in the "SyncHuman" menu).
+#: Every node of the pack, in pipeline order, then the optional helpers (also their order in the "SyncHuman" menu).
 NODES: list[type[io.ComfyNode]] = [
     SyncHumanModelLoader,
     SyncHumanPreprocess,
@@ -22,7 +24,9 @@ NODES: list[type[io.ComfyNode]] = [
     SyncHumanMeshDecoder,
     SyncHumanGaussianDecoder,
     SyncHumanSaveGaussians,
+    SyncHumanRenderGaussians,
     SyncHumanExport,
+    SyncHumanRemoveBackground,
 ]
 
 

@@ -43,7 +43,7 @@ def checkpoint_choices() -> dict[str, Path]:
 def _check_files(folder: Path) -> None:
     """Raise the loader's missing-files error (which files, which folder, how to download) before loading."""
     from synchuman_core.io import DEFAULT_COMPONENTS, resolve_model_folder
-    from synchuman_core.io.loading import component_files, missing_files_error
+    from synchuman_core.io.loading import find_missing, missing_files_error
 
     help_line = ("\nOr set 'download_missing' to true on the SyncHuman Model Loader node to fetch them into "
                  f"{folder} (about 9 GB).")
@@ -51,11 +51,7 @@ def _check_files(folder: Path) -> None:
         mf = resolve_model_folder(folder)
     except WeightsNotFoundError as e:
         raise WeightsNotFoundError(f"{e}{help_line}") from None
-    missing = {}
-    for name in DEFAULT_COMPONENTS:
-        _, m = component_files(name, mf, raise_missing=False)
-        if m:
-            missing[name] = m
+    missing = find_missing(mf, DEFAULT_COMPONENTS)
     if missing:
         raise WeightsNotFoundError(f"{missing_files_error(mf, missing)}{help_line}")
 
@@ -78,7 +74,8 @@ class SyncHumanModelLoader(io.ComfyNode):
                                        "fp16/bf16 halve the memory of the large stage-1 models; fp32 uses the most."),
                 io.Boolean.Input("download_missing", default=False,
                                  tooltip="Download missing files from Hugging Face into the chosen folder "
-                                         "(resumable; only what is missing). Off: a missing file is an error "
+                                         "(resumable; only what is missing), and rembg's u2net (background "
+                                         "removal) into models/synchuman/rembg. Off: a missing file is an error "
                                          "that lists the files and the download command."),
             ],
             outputs=[MODELS.Output(display_name="models")],
@@ -94,9 +91,7 @@ class SyncHumanModelLoader(io.ComfyNode):
                 f"available: {', '.join(choices)}. Refresh the browser after adding a folder."
             )
         if download_missing:
-            from synchuman_core.io.download import (
-                download,  # the function (``synchuman_core.io.download`` is the module)
-            )
+            from synchuman_core.io.download import download
 
             progress = bridge.fraction_callback(1000)
 
@@ -104,6 +99,12 @@ class SyncHumanModelLoader(io.ComfyNode):
                 progress(desc, done / total if total else 0.0)
 
             download(folder, progress=report)
+            from synchuman_core.preprocess.background import DEFAULT_REMBG_MODEL, download_rembg_model
+
+            from .background import search_dirs
+
+            # the background model SyncHuman Preprocess uses for photos without transparency (models/synchuman/rembg)
+            download_rembg_model(DEFAULT_REMBG_MODEL, search_dirs()[0])
         _check_files(folder)
         return io.NodeOutput(ModelBundle(folder, dtype))
 

@@ -1,79 +1,61 @@
 """``SYNCHUMAN_MODELS``: one checkpoint folder, its components loaded on first use and handed to ComfyUI's
-model manager (one ``ModelPatcher`` per component).
+model manager (one ``ModelPatcher`` per component); a :class:`~synchuman_core.model_source.ModelSource`, so the
+nodes call the library's pipeline stage functions with it directly.
 
 Components are read from disk the first time a node needs them (onto the offload device), then each node
-asks ComfyUI to load exactly the components it uses (``load_models_gpu``), so ComfyUI can evict them for
-other models and bring them back later. The bundle is a node *output*: ComfyUI's output cache keeps it while
-the loader's inputs are unchanged; nothing is stored on node classes.
+asks ComfyUI to load exactly the components its pipeline steps use (``load_models_gpu``; the steps and their
+components come from the registry's component table), so ComfyUI can evict them for other models and bring
+them back later. The dtypes are the library's one plan (:func:`synchuman_core.memory.dtype_plan`); the other
+speed/memory settings are the ``high`` memory tier's (:func:`synchuman_core.memory.stage_kwargs`). The bundle
+is a node *output*: ComfyUI's output cache keeps it while the loader's inputs are unchanged; nothing is stored
+on node classes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from synchuman_core.errors import ConfigError
+from synchuman_core.io.registry import COMPONENTS, STEPS, components_for
+from synchuman_core.memory import PRECISIONS, dtype_plan, get_tier, stage_kwargs
+from synchuman_core.model_source import module_device_dtype
 
 from . import comfy_bridge as bridge
 
 log = logging.getLogger(__name__)
 
-DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-#: Components the official code runs entirely in half precision (the others keep their own mixed dtypes).
-HALF_COMPONENTS = ("joint", "vae", "image_encoder", "dinov2")
-ALL_COMPONENTS = ("joint", "structure_decoder", "vae", "image_encoder", "dinov2", "slat_flow", "mesh_decoder",
-                  "gs_decoder")
+DTYPE_CHOICES = PRECISIONS
 
-#: Which components each step uses.
-STEP_COMPONENTS = {
-    "conditioning": ("joint", "image_encoder", "vae", "dinov2"),
-    "stage1": ("joint", "vae", "structure_decoder"),
-    "slat": ("dinov2", "slat_flow"),
-    "features": ("dinov2",),
-    "mesh": ("mesh_decoder",),
-    "gaussians": ("gs_decoder",),
-}
-STAGE1_ONLY = ("joint", "vae", "image_encoder", "structure_decoder")
+#: Components only stage 1 uses (offloaded before stage 2 when the structured-latent sampler asks).
+STAGE1_ONLY = tuple(n for n in components_for(*STEPS)
+                    if all(STEPS[s] in ("conditioning", "stage1") for s in COMPONENTS[n].steps))
 
-#: Rough working memory (bytes) of each step at the official 768 px views, for ``load_models_gpu``.
-_STEP_MEMORY = {"conditioning": 2 << 30, "stage1": 4 << 30, "slat": 2 << 30, "features": 2 << 30,
-                "mesh": 3 << 30, "gaussians": 2 << 30}
-
-
-def dtype_plan(choice: str, device: torch.device) -> dict[str, torch.dtype | None]:
-    """Per-component constructor dtype for a loader ``dtype`` choice.
-
-    ``auto``: on CUDA the official precision (joint model, VAE and CLIP in fp16, the TRELLIS-style models in
-    their own fp16/fp32 mix, DINOv2 fp32); elsewhere fp32 (half precision is slow or unsupported on CPU).
-    ``fp16`` / ``bf16``: the four large stage-1 components in that dtype, the others in their official mix.
-    ``fp32``: everything fp32 (most memory, closest to a reference run).
-    """
-    if choice not in DTYPE_CHOICES:
-        raise ConfigError(f"dtype must be one of {DTYPE_CHOICES}, got {choice!r}")
-    if choice == "auto":
-        if torch.device(device).type != "cuda":
-            return dict.fromkeys(ALL_COMPONENTS, torch.float32)
-        return {n: (torch.float16 if n in ("joint", "vae", "image_encoder") else None) for n in ALL_COMPONENTS}
-    dt = _DTYPES[choice]
-    if dt == torch.float32:
-        return dict.fromkeys(ALL_COMPONENTS, torch.float32)
-    return {n: (dt if n in HALF_COMPONENTS else None) for n in ALL_COMPONENTS}
+#: Rough working memory (bytes) of each pipeline step at the official 768 px views, for ``load_models_gpu``.
+_STEP_MEMORY = {"conditioning": 2 << 30, "stage1_sampling": 4 << 30, "stage1_decode": 2 << 30,
+                "stage2_slat": 2 << 30, "stage2_features": 2 << 30, "stage2_mesh": 3 << 30,
+                "stage2_gaussians": 2 << 30}
+_VIEW_SIZED = ("conditioning", "stage1_sampling", "stage1_decode")
 
 
 class ModelBundle:
-    """The ``SYNCHUMAN_MODELS`` wire (see module docstring)."""
+    """The ``SYNCHUMAN_MODELS`` wire (see module docstring); implements ``ModelSource``."""
 
     def __init__(self, folder: Any, dtype: str = "auto") -> None:
         from synchuman_core.io import SyncHumanModels
 
+        if dtype not in DTYPE_CHOICES:
+            raise ConfigError(f"dtype must be one of {DTYPE_CHOICES}, got {dtype!r}")
         self.dtype_choice = dtype
+        self.tier = get_tier("high", precision=dtype)
         self.models = SyncHumanModels(folder, device=bridge.offload_device(),
                                       dtypes=dtype_plan(dtype, bridge.load_device()))
         self.folder = self.models.folder
         self._patchers: dict[str, Any] = {}
+        self._memory = 0
 
     def __repr__(self) -> str:
         return f"ModelBundle({self.folder.describe()!r}, dtype={self.dtype_choice}, loaded={sorted(self._patchers)})"
@@ -83,13 +65,22 @@ class ModelBundle:
             self._patchers[name] = bridge.make_patcher(self.models.get(name))
         return self._patchers[name]
 
-    def load(self, step: str, view_size: int = 768) -> Any:
-        """Read (first time) and load onto the compute device the components of ``step``; returns the
-        ``SyncHumanModels`` the core pipeline functions take."""
-        names = STEP_COMPONENTS[step]
-        scale = (max(int(view_size), 1) / 768.0) ** 2 if step in ("conditioning", "stage1") else 1.0
-        bridge.load_patchers([self.patcher(n) for n in names], int(_STEP_MEMORY[step] * scale))
-        return self.models
+    def stage_kwargs(self, stage: str) -> dict[str, Any]:
+        """Keyword arguments of pipeline stage ``stage`` for this bundle's tier (VAE slicing ...)."""
+        return stage_kwargs(self.tier, stage)
+
+    def load(self, *steps: str, view_size: int = 768) -> ModelBundle:
+        """Read (first time) and load onto the compute device the components of the pipeline ``steps``
+        (names of :data:`synchuman_core.io.registry.STEPS`) in one ``load_models_gpu`` call; returns self."""
+        scale = (max(int(view_size), 1) / 768.0) ** 2
+        self._memory = int(sum(_STEP_MEMORY[s] * (scale if s in _VIEW_SIZED else 1.0) for s in steps))
+        patchers = [self.patcher(n) for n in components_for(*steps)]
+        if any(STEPS[s] not in ("conditioning", "stage1") for s in steps):
+            # stage 2 on a short card: the stage-1 models leave first (not some other model of the graph)
+            wanted = self._memory + sum(p.model_size() for p in patchers if not bridge.is_loaded(p))
+            bridge.unload_if_short([self._patchers[n] for n in STAGE1_ONLY if n in self._patchers], wanted)
+        bridge.load_patchers(patchers, self._memory)
+        return self
 
     def unload(self, names: tuple[str, ...] = STAGE1_ONLY) -> None:
         """Offload components (default: those only stage 1 needs) so stage 2 has the memory."""
@@ -97,3 +88,24 @@ class ModelBundle:
 
     def compute_device(self) -> torch.device:
         return bridge.load_device()
+
+    # -- ModelSource -----------------------------------------------------------------------------
+    def get(self, name: str) -> torch.nn.Module:
+        """The component, loaded onto the compute device by ComfyUI's model manager (a no-op when the node's
+        :meth:`load` already placed it)."""
+        patcher = self.patcher(name)
+        if not bridge.is_loaded(patcher):
+            bridge.load_patchers([patcher], self._memory)
+        return self.models.get(name)
+
+    def peek(self, name: str) -> torch.nn.Module:
+        return self.models.get(name)
+
+    def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
+        return bridge.load_device(), module_device_dtype(self.models.get(name))[1]
+
+    def prompt_embeds(self) -> Mapping[str, torch.Tensor] | torch.Tensor:
+        return self.models.prompt_embeds()
+
+    def settings(self, name: str) -> dict[str, Any]:
+        return self.models.settings(name)

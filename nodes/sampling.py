@@ -125,36 +125,24 @@ class SyncHumanJointSampler(io.ComfyNode):
     @classmethod
     def execute(cls, models: ModelBundle, input, seed: int = 43, cfg_batching: str = "batched",
                 settings: SamplerSettings | None = None) -> io.NodeOutput:
-        from synchuman_core.pipeline import multiview_size, prepare_conditioning, run_stage1
+        from synchuman_core.pipeline import decode_joint, fit_to_models, prepare_conditioning, sample_joint
 
         settings = settings_or_default(settings, SamplerSettings.stage1())
         hint = ("set the Model Loader's dtype to fp16 (or bf16), set cfg_batching to 'sequential', and close other "
                 "models")
         with bridge.oom_hint("the joint 2D-3D sampler (stage 1)", hint):
-            m = models.load("conditioning")
-            prepared = frame_for_models(input, multiview_size(m))
-            inputs = prepare_conditioning(m, prepared)
-            m = models.load("stage1", prepared.mv_views.shape[-1])
-            out = run_stage1(m, inputs, settings, make_generator(seed), bridge.step_callback(settings.steps),
-                             cfg_batching=cfg_batching, output_device=bridge.intermediate_device())
+            prepared = fit_to_models(models, input)
+            size = prepared.mv_views.shape[-1]
+            inputs = prepare_conditioning(models.load("conditioning", view_size=size), prepared,
+                                          **models.stage_kwargs("conditioning"))
+            tier = models.stage_kwargs("stage1")  # VAE slicing/tiling of the loader's tier; CFG batching from here
+            models.load("stage1_sampling", "stage1_decode", view_size=size)
+            latents = sample_joint(models, inputs, settings, make_generator(seed), bridge.step_callback(settings.steps),
+                                   cfg_batching=cfg_batching)
+            out = decode_joint(models, inputs, latents, decode_slice_size=tier["decode_slice_size"],
+                               decode_tile_size=tier["decode_tile_size"], output_device=bridge.intermediate_device())
         return io.NodeOutput(chw_to_image(out.color_views), chw_to_image(out.normal_views), out,
                              Types.VOXEL(occupancy_voxel(out.coords)))
-
-
-def frame_for_models(prepared, size: int):
-    """The prepared input at the view size the loaded models expect (768 for the released weights; other
-    sizes only for test checkpoints: same framing, face box scaled to the top-centre third)."""
-    import copy
-
-    from synchuman_core import preprocess as pp
-
-    if prepared.mv_views.shape[-1] == size:
-        return prepared
-    log.info("re-framing the multiview input at %d px for these models", size)
-    third = size // 3
-    out = copy.copy(prepared)
-    out.mv_views = pp.multiview_input(prepared.rgba, size=size, face_box=(third, 0, 2 * third, third))
-    return out
 
 
 class SyncHumanStructuredLatentSampler(io.ComfyNode):
@@ -185,9 +173,7 @@ class SyncHumanStructuredLatentSampler(io.ComfyNode):
     def execute(cls, models: ModelBundle, structure, seed: int = 43, offload_stage1: bool = True,
                 settings: SamplerSettings | None = None) -> io.NodeOutput:
         from synchuman_core.errors import InputImageError
-        from synchuman_core.stage2.sampling import SlatNormalization
-
-        from .stage2 import dino_condition, sample_structured_latent, stage2_defaults
+        from synchuman_core.pipeline import sample_structured_latent, stage2_defaults
 
         if structure.coords.shape[0] == 0:
             raise InputImageError(
@@ -198,11 +184,7 @@ class SyncHumanStructuredLatentSampler(io.ComfyNode):
             models.unload()
         hint = "set the Model Loader's dtype to fp16 and keep offload_stage1 on"
         with bridge.oom_hint("the structured-latent sampler (stage 2)", hint):
-            m = models.load("slat")
-            default, normalization = stage2_defaults(m)
-            settings = settings_or_default(settings, default)
-            cond = dino_condition(m, structure.condition_image)
-            slat = sample_structured_latent(m, structure.coords, cond, settings, make_generator(seed),
-                                            bridge.step_callback(settings.steps),
-                                            normalization=normalization or SlatNormalization())
+            settings = settings_or_default(settings, stage2_defaults(models)[0])
+            slat = sample_structured_latent(models.load("stage2_slat"), structure, settings, make_generator(seed),
+                                            bridge.step_callback(settings.steps))
         return io.NodeOutput(StructuredLatent(slat=slat.to(bridge.intermediate_device()), structure=structure))

@@ -28,7 +28,6 @@ GAUSSIANS = io.Custom("SYNCHUMAN_GAUSSIANS")  # synchuman_core.stage2.gaussians.
 CATEGORY = "SyncHuman"
 
 #: The documented view order of every view batch (IMAGE ``[B, H, W, 3]``).
-VIEW_NAMES = ("front", "right", "back (mirrored)", "left (mirrored)", "face close-up")
 VIEW_ORDER_HELP = (
     "Views in this order: 0 front, 1 right, 2 back (mirrored left-right, as stage 1 generates it), "
     "3 left (mirrored), 4 face close-up (optional)"

@@ -1,16 +1,17 @@
 """Example workflows: the UI-format JSON is the source, the API-format JSON is generated from it.
 
-``python -m nodes.workflow_tool`` (from the repository root) rewrites ``workflows/api/<name>.json`` from
-every ``workflows/<name>.json``; ``--check`` only reports differences (the tests run it). The conversion
+``python -m nodes.workflow_tool --server URL`` (from the repository root) rewrites
+``api_workflows/<name>.json`` from every ``example_workflows/<name>.json`` with the node schemas of a running
+ComfyUI; ``--check`` only reports differences. The conversion
 follows what ComfyUI's frontend (1.35.9) does in "Export (API)": positional ``widgets_values`` are matched
 to the node's widget inputs (required, then optional, in ``input_order``), skipping the frontend's extra
 widgets (``control_after_generate`` after a seed, the upload button of ``LoadImage``, the 3D viewer of
 ``SaveGLB`` / ``Preview3D``); links become ``[source_id, slot]``; frontend-only nodes (notes) are dropped.
 
-Node schemas come from an ``/object_info`` dictionary: a running server's (``--server URL``) or, by
-default, the in-process one built from our node classes plus the core nodes the workflows use (this needs
-``comfy_api``: inside ComfyUI, or the test stand-in ``tests/comfy_standin`` which is put on ``sys.path``
-when ComfyUI is not importable).
+Node schemas come from an ``/object_info`` dictionary: a running server's (``--server URL``) or a saved
+one (``--object-info FILE``). Every function takes that dictionary, so a caller with schemas of its own
+uses them directly (the tests build one in-process from the ComfyUI stand-in:
+``python tests/comfy_standin/harness.py [--check]`` regenerates the files without a server).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_DIR = ROOT / "workflows"
-API_DIR = WORKFLOW_DIR / "api"
+WORKFLOW_DIR = ROOT / "example_workflows"  # UI format: ComfyUI lists these under Templates
+API_DIR = ROOT / "api_workflows"
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 #: Frontend-only node types (no backend class; never part of a prompt).
@@ -78,28 +79,6 @@ def widget_slots(class_type: str, info: Mapping[str, Any]) -> list[tuple[str | N
             slots.append((None, "UPLOAD", {}))
     slots += [(name, "EXTRA", {}) for name in EXTRA_WIDGETS.get(class_type, ())]
     return slots
-
-
-def local_object_info() -> dict[str, dict]:
-    """``/object_info`` of our nodes and the core nodes the workflows use, built in-process."""
-    try:
-        import comfy_api  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(ROOT / "tests" / "comfy_standin"))
-        import tempfile
-
-        import folder_paths
-
-        folder_paths.set_root(tempfile.mkdtemp(prefix="synchuman-workflows-"))
-    sys.path.insert(0, str(ROOT / "tests" / "comfy_standin"))
-    from core_nodes import CORE_NODES  # tests/comfy_standin
-    from executor import object_info
-
-    from . import NODES
-
-    classes = dict(CORE_NODES)
-    classes.update({n.GET_SCHEMA().node_id: n for n in NODES})
-    return object_info(classes)
 
 
 def server_object_info(url: str) -> dict[str, dict]:
@@ -237,11 +216,6 @@ def ui_to_api(wf: Mapping[str, Any], info: Mapping[str, dict]) -> dict[str, dict
     return out
 
 
-def api_graph(prompt: Mapping[str, dict]) -> dict[str, tuple]:
-    """Class types, literal inputs and links of an API prompt, without titles (to compare graphs)."""
-    return {k: (v["class_type"], json.dumps(v["inputs"], sort_keys=True)) for k, v in prompt.items()}
-
-
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
@@ -250,12 +224,9 @@ def ui_workflows(folder: Path = WORKFLOW_DIR) -> list[Path]:
     return sorted(folder.glob("*.json"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nodes.workflow_tool", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true", help="only report differences; exit 1 if any")
-    ap.add_argument("--server", default=None, help="take the node schemas from a running ComfyUI's /object_info")
-    a = ap.parse_args(argv)
-    info = server_object_info(a.server) if a.server else local_object_info()
+def sync_api_workflows(info: Mapping[str, dict], *, check: bool = False) -> int:
+    """Rewrite (or with ``check`` only compare) every API workflow from its UI workflow; returns the number
+    of workflows that do not fit the schemas or are not up to date."""
     bad = 0
     for path in ui_workflows():
         wf = json.loads(path.read_text(encoding="utf-8"))
@@ -266,15 +237,35 @@ def main(argv: list[str] | None = None) -> int:
             bad += 1
             continue
         target = API_DIR / path.name
-        if a.check:
+        if check:
             if not target.is_file() or target.read_text(encoding="utf-8") != text:
-                sys.stderr.write(f"{target} is not up to date; run python -m nodes.workflow_tool\n")
+                sys.stderr.write(f"{target} is not up to date; run python -m nodes.workflow_tool --server URL\n")
                 bad += 1
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
             sys.stdout.write(f"wrote {target.relative_to(ROOT)}\n")
-    return 1 if bad else 0
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nodes.workflow_tool", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="only report differences; exit 1 if any")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--server", default="http://127.0.0.1:8188",
+                     help="take the node schemas from a running ComfyUI's /object_info (default: %(default)s)")
+    src.add_argument("--object-info", type=Path, default=None, help="take them from a saved /object_info JSON file")
+    a = ap.parse_args(argv)
+    if a.object_info is not None:
+        info = json.loads(a.object_info.read_text(encoding="utf-8"))
+    else:
+        try:
+            info = server_object_info(a.server)
+        except OSError as e:
+            sys.stderr.write(f"no ComfyUI answers at {a.server} ({e}); start one with this pack installed, or pass "
+                             "--object-info FILE\n")
+            return 2
+    return 1 if sync_api_workflows(info, check=a.check) else 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,14 @@ class ConfigError(SyncHumanError, ValueError):
     """A model configuration is invalid or has keys we do not understand."""
 
 
+class OutputError(SyncHumanError, OSError):
+    """An output cannot be written (folder not writable, disk full, name taken while writing, ...).
+
+    Nothing was overwritten and no partial file was left; the message names the file or folder and the
+    option to change.
+    """
+
+
 class WeightsNotFoundError(SyncHumanError, FileNotFoundError):
     """Model files are missing; the message names the files, the folder and how to download them."""
 

@@ -12,26 +12,34 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def reference_dir() -> Path:
-    """``../shared/reference`` beside the checkout (override with SYNCHUMAN_REFERENCE)."""
+    """The official reference data: ``tests/reference`` in this repository (override with SYNCHUMAN_REFERENCE)."""
     env = os.environ.get("SYNCHUMAN_REFERENCE")
-    return Path(env) if env else ROOT.parent / "shared" / "reference"
+    return Path(env) if env else ROOT / "tests" / "reference"
 
 
 FIXTURES = reference_dir() / "fixtures"
 MANIFESTS = reference_dir() / "manifests"
+CLIP_BPE = reference_dir() / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+
+
+def _missing(what: str, p: Path) -> None:
+    # A missing reference is a broken checkout or a wrong SYNCHUMAN_REFERENCE, never a reason to skip.
+    where = f"SYNCHUMAN_REFERENCE={os.environ['SYNCHUMAN_REFERENCE']}" if os.environ.get("SYNCHUMAN_REFERENCE") \
+        else "tests/reference (part of the repository)"
+    pytest.fail(f"{what} not found at {p}; the reference data comes from {where}", pytrace=False)
 
 
 def fixture_dir(name: str) -> Path:
     p = FIXTURES / name
-    if not p.exists():
-        pytest.skip(f"official fixture {name} not found at {p} (set SYNCHUMAN_REFERENCE)")
+    if not (p / "config.json").is_file():
+        _missing(f"official fixture {name}", p)
     return p
 
 
 def manifest_path(name: str) -> Path:
     p = MANIFESTS / f"{name}.json"
-    if not p.exists():
-        pytest.skip(f"manifest {name} not found at {p} (set SYNCHUMAN_REFERENCE)")
+    if not p.is_file():
+        _missing(f"manifest {name}", p)
     return p
 
 

@@ -98,7 +98,7 @@ def test_pipeline_stages_run_on_the_fastest_backend(monkeypatch, tmp_path):
     from synchuman_core import pipeline
     from synchuman_core.attention import AttentionBackend, dispatch
     from synchuman_core.demo import example_person
-    from synchuman_core.io.loading import SyncHumanModels
+    from synchuman_core.io import SyncHumanModels
     from synchuman_core.io.tiny import write_tiny_checkpoint
     from synchuman_core.samplers import SamplerSettings, make_generator
 

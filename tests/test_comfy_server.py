@@ -148,7 +148,7 @@ def _run(prompt: dict, *, on_message=None) -> tuple[str, dict, list[dict]]:
 @pytest.fixture(scope="module")
 def uploaded(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
-    write_example_inputs(d, size=384)
+    write_example_inputs(d)
     from PIL import Image
 
     Image.new("RGB", (64, 96), (200, 100, 50)).save(d / "synchuman_no_alpha.png")
@@ -169,8 +169,9 @@ def _with_seed(prompt: dict, seed: int) -> dict:
 
 
 def test_object_info_lists_every_node_as_the_standin_does():
+    from harness import local_object_info
+
     from nodes import NODES
-    from nodes.workflow_tool import local_object_info
 
     info = _get("/object_info")
     ours = [n.GET_SCHEMA().node_id for n in NODES]
@@ -218,6 +219,8 @@ def test_bad_input_is_an_execution_error_and_the_server_survives(uploaded):
     prompt = small_prompt(load_api("synchuman_image_to_textured_mesh"), model=TINY)
     loader = next(n for n in prompt.values() if n["class_type"] == "LoadImage")
     loader["inputs"]["image"] = "synchuman_no_alpha.png"
+    pre = next(n for n in prompt.values() if n["class_type"] == "SyncHumanPreprocess")
+    pre["inputs"]["remove_background"] = "off"  # with background removal on, a plain photo is valid input
     pid, hist, messages = _run(prompt)
     assert hist["status"]["status_str"] == "error"
     err = next(m["data"] for m in messages if m["type"] == "execution_error")

@@ -7,15 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synchuman_core.encoders.dinov2 import (
-    DINOV2_VITL14_REG4,
-    DINOv2,
-    DINOv2Config,
-    convert_dinov2_state_dict,
-    hf_to_hub_keys,
-    hub_to_hf_keys,
-)
+from synchuman_core.encoders.dinov2 import DINOV2_VITL14_REG4, DINOv2, DINOv2Config
+from synchuman_core.encoders.dinov2_keys import convert_dinov2_state_dict, hf_to_hub_keys, hub_to_hf_keys
 from synchuman_core.errors import CheckpointError, ConfigError, InputImageError
+from synchuman_core.io.dinov2_files import load_dinov2
 from synchuman_core.io.state_dict import load_state_dict_strict
 
 transformers = pytest.importorskip("transformers")
@@ -212,17 +207,17 @@ def test_pos_embed_interpolation_37_to_64_matches_transformers():
     assert torch.equal(ours.interpolate_pos_encoding(37, 37, torch.float32), sd["pos_embed"])
 
 
-def test_from_state_dict_accepts_hub_and_transformers_keys(pair):
+def test_load_dinov2_accepts_hub_and_transformers_keys(pair):
     ours, hf, sd = pair
     x = torch.randn(1, 3, 56, 56)
     for source in (sd, hf.state_dict(), {"model": sd}):
-        m = DINOv2.from_state_dict(source, TINY)
+        m = load_dinov2(source, TINY)
         assert not m.training and m.dtype == torch.float32
         with torch.no_grad():
             torch.testing.assert_close(m(x), ours(x), atol=0, rtol=0)
-    half = DINOv2.from_state_dict(sd, TINY, dtype=torch.float16)
+    half = load_dinov2(sd, TINY, dtype=torch.float16)
     assert half.dtype == torch.float16
     from synchuman_core.errors import StateDictMismatchError
 
     with pytest.raises(StateDictMismatchError):
-        DINOv2.from_state_dict({k: v for k, v in sd.items() if k != "norm.weight"}, TINY)
+        load_dinov2({k: v for k, v in sd.items() if k != "norm.weight"}, TINY)

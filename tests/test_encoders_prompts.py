@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import CLIP_BPE
 
 from synchuman_core.encoders.prompts import (
     BOS_ID,
@@ -31,18 +31,11 @@ from synchuman_core.encoders.prompts import (
 from synchuman_core.errors import CheckpointError, WeightsNotFoundError
 
 
-def _bpe_vocab_path() -> Path | None:
-    """``bpe_simple_vocab_16e6.txt.gz`` from $SYNCHUMAN_CLIP_BPE or an installed open_clip (not imported)."""
+def _bpe_vocab_path() -> Path:
+    """OpenAI's ``bpe_simple_vocab_16e6.txt.gz`` (MIT), shipped in tests/reference/clip; $SYNCHUMAN_CLIP_BPE
+    points at another copy."""
     env = os.environ.get("SYNCHUMAN_CLIP_BPE")
-    if env and Path(env).is_file():
-        return Path(env)
-    spec = importlib.util.find_spec("open_clip")
-    if spec and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            p = Path(loc) / "bpe_simple_vocab_16e6.txt.gz"
-            if p.is_file():
-                return p
-    return None
+    return Path(env) if env else CLIP_BPE
 
 
 def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
@@ -58,7 +51,7 @@ def test_prompt_texts():
 
 
 def test_fixed_token_ids_layout_matches_the_shipped_embeddings():
-    """First differing positions between rows, as measured on the official .pt files (ARCHITECTURE §4.5)."""
+    """First differing positions between rows, as measured on the official .pt files (docs/ARCHITECTURE.md §4.5)."""
     n, c = fixed_prompt_token_ids("normal"), fixed_prompt_token_ids("color")
     assert n.shape == (7, 77) and n.dtype == torch.long
     for ids in (n, c):
@@ -117,8 +110,7 @@ def test_bpe_algorithm_matches_transformers_on_a_synthetic_vocab(tmp_path):
 
 def test_real_vocab_reproduces_fixed_ids(tmp_path):
     path = _bpe_vocab_path()
-    if path is None:
-        pytest.skip("CLIP bpe_simple_vocab_16e6.txt.gz not available (set SYNCHUMAN_CLIP_BPE or install open_clip)")
+    assert path.is_file(), f"CLIP vocabulary missing at {path} (tests/reference/clip is part of the repository)"
     tok = ClipBPETokenizer.from_bpe_file(path, check_sha256=True)
     assert len(tok.encoder) == 49408 and tok.encoder["!"] == PAD_ID
     for d in DOMAINS:

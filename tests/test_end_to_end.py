@@ -11,7 +11,7 @@ import torch
 
 from synchuman_core.cli import main as cli_main
 from synchuman_core.demo import example_person
-from synchuman_core.io.loading import SyncHumanModels
+from synchuman_core.io import SyncHumanModels
 from synchuman_core.io.tiny import write_tiny_checkpoint
 from synchuman_core.pipeline import prepare_conditioning, preprocess, run_stage1, run_stage2
 from synchuman_core.samplers import SamplerSettings, make_generator

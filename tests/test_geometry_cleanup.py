@@ -82,7 +82,8 @@ def test_cleanup_driver_with_colors():
     m = trimesh.util.concatenate([outer, inner, tiny])
     v, f = _t(m)
     colors = (v * 0.5 + 0.5).clamp(0, 1)
-    s = CleanupSettings(decimate_ratio=0.5, floater_min_fraction=0.05, visibility_views=12, visibility_resolution=128)
+    s = CleanupSettings(decimate_ratio=0.5, floater_min_fraction=0.05, visibility_views=12, visibility_resolution=128,
+                        invisible_method="cull")
     v2, f2, c2, stats = cleanup_mesh(v, f, colors, s)
     assert stats["floater_faces_removed"] == len(tiny.faces)
     assert stats["invisible_faces_removed"] > 0

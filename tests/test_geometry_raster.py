@@ -1,4 +1,4 @@
-"""Rasteriser and camera conventions (ARCHITECTURE §3.4)."""
+"""Rasteriser and camera conventions (docs/ARCHITECTURE.md §3.4)."""
 
 from __future__ import annotations
 

@@ -11,19 +11,20 @@ import pytest
 import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from synchuman_core.cli import main
 from synchuman_core.errors import WeightsNotFoundError
 from synchuman_core.io import load_component
-from synchuman_core.io.download import download, main
-from synchuman_core.io.registry import COMPONENTS, DINOV2_HF_REPO_ID, HF_REPO_ID, get_spec
+from synchuman_core.io.dinov2_files import DINOV2_HF_REPO_ID
+from synchuman_core.io.download import download
+from synchuman_core.io.layout import HF_REPO_ID
+from synchuman_core.io.registry import COMPONENTS, get_spec
 from synchuman_core.io.tiny import tiny_model, write_tiny_dinov2_hf, write_tiny_hub
 
 # A representative subset (TRELLIS, diffusers, transformers folders, settings files, DINOv2) that this
 # tree can build; the big decoders and the joint model are covered by test_io_loading.
 SUBSET = ("structure_decoder", "slat_flow", "vae", "image_encoder", "feature_extractor", "pipeline_stage1",
           "pipeline_stage2", "dinov2")
-RUNNABLE = [n for n in SUBSET if get_spec(n).available()]
-
-pytestmark = pytest.mark.skipif(not get_spec("dinov2").available(), reason="DINOv2 module not present yet")
+RUNNABLE = list(SUBSET)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +100,6 @@ def test_download_only_missing_component_and_repairs_damage(tmp_path, fake):
 
 def test_text_encoder_only_when_prompts_missing(tmp_path, monkeypatch):
     """Default: the text encoder comes along with the joint model only if no prompt embeddings exist."""
-    if not get_spec("text_encoder").available():
-        pytest.skip("text encoder module not present yet")
     hub = write_tiny_hub(tmp_path / "hub", components=["pipeline_stage1", "text_encoder"])
     fake = FakeHub(hub)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
@@ -132,7 +131,8 @@ def test_offline_error_names_files_folder_and_commands(tmp_path, monkeypatch):
     with pytest.raises(WeightsNotFoundError) as e:
         download(dest, ["structure_decoder", "slat_flow"], text_encoder=False)
     msg = str(e.value)
-    assert "Downloading from huggingface.co failed (LocalEntryNotFoundError" in msg
+    assert f"Downloading from huggingface.co ({HF_REPO_ID}) failed (LocalEntryNotFoundError" in msg
+    assert f"python -m synchuman_core download --models {dest} --component structure_decoder" in msg
     assert "ckpts/OneStage/sparse_structure_decoder/model.safetensors" in msg
     assert "ckpts/SecondStage/ckpts/slat_flow/config.json" in msg
     assert f"hf download {HF_REPO_ID} --local-dir {dest}" in msg
@@ -171,12 +171,26 @@ def test_dinov2_hf_and_hub_formats_load(tmp_path):
 
 
 def test_cli_download_and_check(tmp_path, fake, capsys):
+    """The one download/check command: ``python -m synchuman_core download|check --models DIR``."""
     dest = tmp_path / "cli"
-    args = ["download", str(dest), "--no-text-encoder"] + [a for n in RUNNABLE for a in ("--component", n)]
+    args = ["download", "--models", str(dest), "--no-text-encoder"] + [a for n in RUNNABLE for a in ("--component", n)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "all files present and intact" in out
-    assert main(["check", str(dest), "--component", "structure_decoder"]) == 0
+    assert "all files present and intact" in out and f"model files are in {dest}" in out
+    assert main(["check", "--models", str(dest)]) == 1  # the joint model and the big decoders are not there
     (dest / "ckpts/OneStage/sparse_structure_decoder/config.json").unlink()
-    assert main(["check", str(dest), "--component", "structure_decoder"]) == 1
-    assert "python -m synchuman_core.io download" in capsys.readouterr().err
+    fake.calls.clear()
+    assert main(args) == 0  # fetches the one missing file again
+    assert fake.calls and (dest / "ckpts/OneStage/sparse_structure_decoder/config.json").is_file()
+
+
+def test_cli_download_offline_names_the_command(tmp_path, monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    dest = tmp_path / "off"
+    assert main(["download", "--models", str(dest), "--component", "slat_flow"]) == 2
+    err = capsys.readouterr().err
+    assert f"python -m synchuman_core download --models {dest} --component slat_flow" in err
+    assert "python -m synchuman_core.io" not in err

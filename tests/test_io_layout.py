@@ -23,7 +23,7 @@ def test_dropdown_lists_every_checkpoint_and_shares_dinov2(tmp_path):
     (root / ".cache").mkdir()
     found = find_model_folders([root, tmp_path / "missing"])
     assert [f.name for f in found] == ["a", "b"]
-    assert all(f.dinov2_dir == root / "dinov2" for f in found)
+    assert all(f.shared_dir("dinov2") == root / "dinov2" for f in found)
     assert found[1].ckpts == root / "b"
     with pytest.raises(WeightsNotFoundError, match="several SyncHuman checkpoints"):
         resolve_model_folder(tmp_path / "models")
@@ -35,11 +35,11 @@ def test_own_dinov2_wins_over_shared(tmp_path):
     _ckpt(root / "a")
     (root / "dinov2").mkdir()
     (root / "a" / "dinov2").mkdir()
-    assert resolve_model_folder(root).dinov2_dir == root / "a" / "dinov2"
+    assert resolve_model_folder(root).shared_dir("dinov2") == root / "a" / "dinov2"
 
 
 def test_snapshot_root_and_models_dir(tmp_path):
     _ckpt(tmp_path / "models" / "synchuman")
     mf = resolve_model_folder(tmp_path / "models")
-    assert mf.base == tmp_path / "models" / "synchuman" and mf.dinov2_dir == mf.base / "dinov2"
+    assert mf.base == tmp_path / "models" / "synchuman" and mf.shared_dir("dinov2") == mf.base / "dinov2"
     assert resolve_model_folder(mf) is mf

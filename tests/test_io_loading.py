@@ -16,10 +16,9 @@ from synchuman_core.io.registry import COMPONENTS, get_spec
 from synchuman_core.io.tiny import tiny_model, write_tiny_checkpoint
 from synchuman_core.io.verify import verify_model_folder
 
-AVAILABLE = [n for n, s in COMPONENTS.items() if s.is_module and s.tiny_config and s.available()]
+AVAILABLE = [n for n, s in COMPONENTS.items() if s.is_module and s.tiny_config]
 SMALL = "structure_decoder"
 
-pytestmark = pytest.mark.skipif(not get_spec(SMALL).available(), reason="structure decoder module not present yet")
 
 
 @pytest.fixture(scope="module")
@@ -60,18 +59,18 @@ def test_every_available_component_loads_exactly(full_ckpt, name):
 
 def test_folder_layouts(tmp_path):
     """ComfyUI models dir (snapshot dropped in / one sub-folder per checkpoint) and a plain flat folder."""
-    comps = [SMALL] + (["dinov2"] if get_spec("dinov2").available() else [])
+    comps = [SMALL, "dinov2"]
 
     models = tmp_path / "models"
     write_tiny_checkpoint(models / "synchuman", components=comps, seed=3, prompt_embeds=False)
     a = resolve_model_folder(models)
-    assert a.ckpts == models / "synchuman" / "ckpts" and a.dinov2_dir == models / "synchuman" / "dinov2"
+    assert a.ckpts == models / "synchuman" / "ckpts" and a.shared_dir("dinov2") == models / "synchuman" / "dinov2"
 
     models2 = tmp_path / "models2"
     write_tiny_checkpoint(models2 / "synchuman" / "SyncHuman", components=comps, seed=3, prompt_embeds=False)
     shutil.move(models2 / "synchuman" / "SyncHuman" / "dinov2", models2 / "synchuman" / "dinov2")  # shared
     b = resolve_model_folder(models2)
-    assert b.base == models2 / "synchuman" / "SyncHuman" and b.dinov2_dir == models2 / "synchuman" / "dinov2"
+    assert b.base == models2 / "synchuman" / "SyncHuman" and b.shared_dir("dinov2") == models2 / "synchuman" / "dinov2"
 
     plain = tmp_path / "plain"
     write_tiny_checkpoint(plain, components=comps, seed=3, flat=True, prompt_embeds=False)  # OneStage/ directly
@@ -99,7 +98,7 @@ def test_missing_file_lists_files_folder_and_commands(small_ckpt):
     msg = str(e.value)
     assert "ckpts/OneStage/sparse_structure_decoder/model.safetensors" in msg
     assert str(small_ckpt) in msg
-    assert f"python -m synchuman_core.io download {small_ckpt} --component {SMALL}" in msg
+    assert f"python -m synchuman_core download --models {small_ckpt} --component {SMALL}" in msg
     assert 'hf download xishushu/SyncHuman --local-dir' in msg and "ckpts/OneStage/sparse_structure_decoder/*" in msg
 
 
@@ -252,3 +251,14 @@ def test_container_loads_lazily_and_unloads(full_ckpt):
     with pytest.raises(ConfigError):
         models.get("nonsense")
     assert models.settings("pipeline_stage2")["args"]["slat_sampler"]["params"]["steps"] == 25
+
+
+def test_model_set_is_a_model_source(full_ckpt):
+    from synchuman_core.model_source import ModelSource
+
+    models = SyncHumanModels(full_ckpt, dtypes={"structure_decoder": torch.float32})
+    assert isinstance(models, ModelSource)
+    assert models.device_dtype("structure_decoder") == (torch.device("cpu"), torch.float32)
+    assert models.peek("structure_decoder") is models.get("structure_decoder")
+    with pytest.raises(ConfigError, match="unknown components"):
+        SyncHumanModels(full_ckpt, dtypes={"unet": torch.float16})

@@ -7,16 +7,14 @@ import torch
 
 from synchuman_core.errors import CheckpointError, WeightsNotFoundError
 from synchuman_core.io.prompt_cache import load_prompt_embeds, prompt_cache_path, prompt_embeds_available
-from synchuman_core.io.registry import get_spec
 from synchuman_core.io.tiny import tiny_model, write_tiny_checkpoint
 
 prompts = pytest.importorskip("synchuman_core.encoders.prompts")
-needs_text = pytest.mark.skipif(not get_spec("text_encoder").available(), reason="text encoder module not present")
 
 
 @pytest.fixture
 def folder(tmp_path):
-    comps = ["pipeline_stage1"] + (["text_encoder"] if get_spec("text_encoder").available() else [])
+    comps = ["pipeline_stage1", "text_encoder"]
     write_tiny_checkpoint(tmp_path, components=comps, seed=4, prompt_embeds=False)
     return tmp_path
 
@@ -65,7 +63,6 @@ def test_cache_is_used(folder):
     assert torch.equal(e["normal"], n7[:5]) and torch.equal(e["color"], -n7[:5])
 
 
-@needs_text
 def test_recompute_with_text_encoder_and_cache(folder):
     assert not prompt_embeds_available(folder)
     e = load_prompt_embeds(folder)
@@ -83,4 +80,4 @@ def test_nothing_available_says_what_to_do(tmp_path):
         load_prompt_embeds(tmp_path)
     msg = str(e.value)
     assert "normal_embeds.pt and clr_embeds.pt" in msg and "fixed_prompt_embeds_7view" in msg
-    assert f"python -m synchuman_core.io download {tmp_path} --component text_encoder" in msg
+    assert f"python -m synchuman_core download --models {tmp_path} --component text_encoder" in msg

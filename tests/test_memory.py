@@ -20,7 +20,6 @@ from synchuman_core.memory import (
     TIERS,
     ManagedModels,
     apply_tier,
-    best_attention_backend,
     dtype_plan,
     estimate_peak_memory,
     get_tier,
@@ -73,8 +72,27 @@ def test_dtype_plan():
 
 
 def test_best_attention_backend_is_sdpa_without_extras():
-    assert best_attention_backend("cpu", torch.float32) == "sdpa"
-    assert best_attention_backend("cpu", torch.float16) == "sdpa"
+    from synchuman_core.attention import best_backend
+
+    assert best_backend("cpu", torch.float32) == "sdpa"
+    assert best_backend("cpu", torch.float16) == "sdpa"
+
+
+def test_lists_derive_from_the_component_table():
+    """Tiers, residency and the estimate read one table: the registry entries' steps/half/offload/size."""
+    from synchuman_core.io.registry import COMPONENTS, RUN_COMPONENTS, components_for
+    from synchuman_core.memory import HALF_COMPONENTS, OFFLOAD_AFTER, resident_components
+
+    assert ALL_COMPONENTS == RUN_COMPONENTS and "text_encoder" not in ALL_COMPONENTS
+    assert set(HALF_COMPONENTS) == {"joint", "vae", "image_encoder", "dinov2", "text_encoder"}
+    assert all(REAL_COMPONENT_SIZES[n] is COMPONENTS[n].size for n in ALL_COMPONENTS)
+    assert OFFLOAD_AFTER["conditioning"] == ("image_encoder", "dinov2")
+    assert set(OFFLOAD_AFTER["stage1"]) == {"joint", "vae", "structure_decoder"}
+    assert STAGES["stage2_slat"] == components_for("stage2_slat") == ("dinov2", "slat_flow")
+    bal = get_tier("balanced")
+    assert set(resident_components(bal, "stage1_sampling")) == {"vae", "joint"}  # VAE waits for the decode
+    assert set(resident_components(bal, "stage2_mesh")) == {"dinov2", "slat_flow", "gs_decoder", "mesh_decoder"}
+    assert resident_components(get_tier("low"), "stage1_sampling") == ("joint",)
 
 
 # ------------------------------------------------------------------------------------------ parameter memory
@@ -156,41 +174,44 @@ def test_fp32_doubles_the_half_components():
 # ------------------------------------------------------------------------------------------ residency
 
 
-def _namespace(n=3):
-    names = ALL_COMPONENTS[:n]
-    return SimpleNamespace(**{k: nn.Linear(2, 2) for k in names}), names
+def _namespace(names=("image_encoder", "vae", "dinov2")):
+    from synchuman_core.model_source import ModuleSet
+
+    return ModuleSet({k: nn.Linear(2, 2) for k in names}, prompt_embeds=torch.zeros(10, 77, 4)), names
 
 
 def test_sequential_residency_keeps_one_model_on_the_device():
     models, names = _namespace()
     mm = ManagedModels(models, "cpu", residency="sequential", offload_device="meta")
-    a = mm.image_encoder
-    assert a is models.image_encoder and mm.on_device == ["image_encoder"]
-    mm.vae  # noqa: B018  (access moves it; the previous one leaves)
-    assert mm.on_device == ["vae"] and models.image_encoder.weight.device.type == "meta"
-    assert models.vae.weight.device.type == "cpu"
-    assert mm.peek("dinov2") is models.dinov2 and mm.on_device == ["vae"]  # peek does not move
+    a = mm.get("image_encoder")
+    assert a is models.get("image_encoder") and mm.on_device == ["image_encoder"]
+    mm.get("vae")  # the previous one leaves
+    assert mm.on_device == ["vae"] and models.get("image_encoder").weight.device.type == "meta"
+    assert models.get("vae").weight.device.type == "cpu"
+    assert mm.peek("dinov2") is models.get("dinov2") and mm.on_device == ["vae"]  # peek does not move
     assert mm.device_dtype("dinov2") == (torch.device("cpu"), torch.float32)
     mm.on_stage_done("conditioning")
-    assert mm.on_device == [] and models.vae.weight.device.type == "meta"
+    assert mm.on_device == [] and models.get("vae").weight.device.type == "meta"
     assert mm.events == [("use", "image_encoder"), ("offload", "image_encoder"), ("use", "vae"), ("offload", "vae")]
 
 
 def test_offload_residency_follows_stage_events():
-    models = SimpleNamespace(**{k: nn.Linear(2, 2) for k in ALL_COMPONENTS}, extra="forwarded")
+    models, _ = _namespace(ALL_COMPONENTS)
     mm = ManagedModels(models, "cpu", residency="offload", offload_device="meta")
-    assert mm.extra == "forwarded"
+    assert mm.loaded == list(ALL_COMPONENTS)  # other attributes are forwarded
     for n in ("image_encoder", "vae", "dinov2"):
-        getattr(mm, n)
+        mm.get(n)
     mm.on_stage_done("conditioning")
     assert mm.on_device == ["vae"]  # the VAE decodes at the end of stage 1
-    mm.joint, mm.structure_decoder  # noqa: B018
+    mm.get("joint"), mm.get("structure_decoder")
     mm.on_stage_done("stage1")
-    assert mm.on_device == [] and models.joint.weight.device.type == "meta"
+    assert mm.on_device == [] and models.get("joint").weight.device.type == "meta"
     resident = ManagedModels(models, "cpu")
-    resident.slat_flow  # noqa: B018
+    resident.get("slat_flow")
     resident.on_stage_done("stage2")
     assert resident.on_device == ["slat_flow"]
+    with pytest.raises(ConfigError, match="model source.*lacks"):
+        ManagedModels(SimpleNamespace(joint=nn.Linear(2, 2)))
 
 
 def test_active_sets_and_restores_the_attention_chunk():
@@ -198,20 +219,23 @@ def test_active_sets_and_restores_the_attention_chunk():
 
     models, _ = _namespace()
     run = apply_tier("low", models, device="cpu")
-    before = dispatch._query_chunk
+    before = dispatch._query_chunk_size()
     with run.active():
-        assert dispatch._query_chunk == get_tier("low").attention_query_chunk
-    assert dispatch._query_chunk == before
+        assert dispatch._query_chunk_size() == get_tier("low").attention_query_chunk
+    assert dispatch._query_chunk_size() == before
     assert run.stage1_kwargs()["cfg_batching"] == "sequential"
     assert run.stage1_kwargs()["on_stage_done"] == run.models.on_stage_done
     assert run.conditioning_kwargs()["encode_slice_size"] == 1
 
 
 def test_apply_tier_casts_loaded_half_components():
-    models = SimpleNamespace(joint=nn.Linear(2, 2), slat_flow=nn.Linear(2, 2))
-    apply_tier(get_tier("high", precision="bf16"), models, device="cpu")
-    assert models.joint.weight.dtype == torch.bfloat16  # half component: cast
-    assert models.slat_flow.weight.dtype == torch.float32  # official mix: left alone
+    from synchuman_core.model_source import ModuleSet
+
+    models = ModuleSet({"joint": nn.Linear(2, 2), "slat_flow": nn.Linear(2, 2)}, prompt_embeds=torch.zeros(10, 77, 4))
+    run = apply_tier(get_tier("high", precision="bf16"), models, device="cpu")
+    assert models.get("joint").weight.dtype == torch.bfloat16  # half component: cast
+    assert models.get("slat_flow").weight.dtype == torch.float32  # official mix: left alone
+    assert run.models.device_dtype("joint") == (torch.device("cpu"), torch.bfloat16)
 
 
 # ------------------------------------------------------------------------------------------ equal results

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from synchuman_core.memory import HostSyncCounter, compile_heavy_modules
+from synchuman_core.model_source import ModuleSet
 from synchuman_core.samplers import SamplerSettings, make_generator
 from synchuman_core.stage1.sampling import Stage1Conditioning, sample_joint
 
@@ -160,9 +160,10 @@ def test_compile_heavy_modules_keeps_keys_and_results():
     joint, args = _tiny_joint()
     keys = list(joint.state_dict())
     ref = joint(*args)
-    names = compile_heavy_modules(SimpleNamespace(joint=joint), backend="eager")
+    models = ModuleSet({"joint": joint}, prompt_embeds=torch.zeros(10, 77, 4))
+    names = compile_heavy_modules(models, backend="eager")
     assert "mid_block" in names and "blocks.0" in names
-    assert compile_heavy_modules(SimpleNamespace(joint=joint)) == []  # idempotent
+    assert compile_heavy_modules(models) == []  # idempotent
     out = joint(*args)
     assert list(joint.state_dict()) == keys
     torch.testing.assert_close(out[0], ref[0], rtol=0, atol=0)

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from synchuman_core.errors import InputImageError
+from synchuman_core.errors import ConfigError, InputImageError
+from synchuman_core.model_source import ModuleSet
 from synchuman_core.pipeline import (
     Stage1Inputs,
     Stage1Output,
@@ -68,11 +69,10 @@ def tiny():
         {**TINY_JOINT, "sample_size": S // 8, "model_channels": 32, "num_heads": 2, "num_head_channels": 16}
     )
     joint = fill_tiny(SyncHumanJointModel(dataclasses.replace(cfg, sync_heads=2, sync_head_dim=16)), 1)
-    models = SimpleNamespace(
-        joint=joint.eval(),
+    models = ModuleSet(
+        {"joint": joint.eval(), **{n: tiny_model(n, seed=i)[0].float() for i, n in enumerate(
+            ["structure_decoder", "vae", "image_encoder", "dinov2", "slat_flow"])}},
         prompt_embeds=torch.randn(10, 77, TINY_CROSS_DIM, generator=make_generator(3)),
-        **{n: tiny_model(n, seed=i)[0].float() for i, n in enumerate(
-            ["structure_decoder", "vae", "image_encoder", "dinov2", "slat_flow"])},
     )
     g = make_generator(5)
     views = torch.rand(5, 3, S, S, generator=g)
@@ -195,11 +195,11 @@ def tiny_full(tiny):
     from synchuman_core.io.tiny import tiny_model
 
     models, pre = tiny
-    full = SimpleNamespace(**vars(models))
-    full.dinov2 = TiledDino(models.dinov2)
-    full.structure_decoder = TopKOccupancy(models.structure_decoder)
-    full.mesh_decoder = tiny_model("mesh_decoder", seed=7)[0].float()
-    full.gs_decoder = tiny_model("gs_decoder", seed=8)[0].float()
+    full = ModuleSet({**models.modules, "dinov2": TiledDino(models.get("dinov2")),
+                      "structure_decoder": TopKOccupancy(models.get("structure_decoder")),
+                      "mesh_decoder": tiny_model("mesh_decoder", seed=7)[0].float(),
+                      "gs_decoder": tiny_model("gs_decoder", seed=8)[0].float()},
+                     prompt_embeds=models.prompt_embeds())
     return full, pre
 
 
@@ -245,3 +245,24 @@ def test_reconstruct_tiny_from_rgba(tiny_full):
     assert s2.slat.feats.shape == (48, 8) and s2.gaussians.xyz.shape == (48 * 32, 3)
     # colour view 0 is the framed input: white background where alpha was 0
     assert float(s1.color_views[0, :, 0, 0].min()) == 1.0
+
+
+def test_models_must_be_a_model_source():
+    """A plain object is refused with what it lacks, before any compute."""
+    from synchuman_core.pipeline import reconstruct
+
+    with pytest.raises(ConfigError, match="model source.*lacks get, peek"):
+        reconstruct(SimpleNamespace(joint=None), object())
+
+
+def test_split_views_is_the_one_view_split():
+    from synchuman_core.pipeline import split_views
+
+    v5 = torch.rand(5, 3, 8, 8)
+    body, face = split_views(v5)
+    assert torch.equal(body, v5[:4]) and torch.equal(face, v5[4])
+    body, face = split_views(v5[:4])
+    assert torch.equal(body, v5[:4]) and face is None
+    assert split_views(None) == (None, None)
+    with pytest.raises(InputImageError, match="4 or 5"):
+        split_views(v5[:3])

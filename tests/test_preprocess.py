@@ -162,7 +162,18 @@ def test_error_message_tells_what_to_do():
     with pytest.raises(InputImageError) as e:
         prepare_input(Image.new("RGB", (64, 64), (10, 20, 30)))
     msg = str(e.value)
-    assert "RGBA" in msg and "MASK" in msg
+    assert "alpha" in msg and "mask" in msg and "background removal" in msg
+
+
+def test_crop_before_downsize_keeps_the_official_framing():
+    """A canvas above MAX_SIDE is cropped to the person first; the framing is byte-identical to the uncropped
+    image (odd subject offsets included: crops start at even coordinates)."""
+    big = np.zeros((300, 5001, 4), np.uint8)
+    big[37:251, 1001:1080] = (10, 200, 30, 255)
+    big[60:90, 1020:1060, 3] = 128  # soft alpha inside: both DINO threshold and MV box matter
+    a, b = prepare_input(big), prepare_input(big[:, :4096])  # b: not above MAX_SIDE, so not cropped
+    assert to_rgba(big).size == (84, 219)  # the person (79x214) + margins, not 5001 wide
+    assert torch.equal(a.mv_views, b.mv_views) and np.array_equal(a.dino_image, b.dino_image)
 
 
 def test_soft_mask_below_dino_threshold_is_reported():
@@ -181,7 +192,10 @@ def test_huge_and_tiny_images():
     assert max(rgba.size) == 4096
     out = prepare_input(big)
     assert out.mv_views.shape == (5, 3, 768, 768) and out.dino_image.shape == (518, 518, 3)
-    tiny = np.zeros((10, 10, 4), np.uint8)
-    tiny[0:10, 1:10] = 255
-    out = prepare_input(tiny)  # 9x10 person in a 10x10 image works
+    tiny = np.zeros((32, 10, 4), np.uint8)
+    tiny[0:32, 1:10] = 255
+    out = prepare_input(tiny)  # 9x32 person in a 10x32 image works (the smallest accepted)
+    tiny[0:31] = 0
+    with pytest.raises(InputImageError, match="covers only 9x1 pixels, too small"):
+        prepare_input(tiny)
     assert out.mv_views.shape == (5, 3, 768, 768)

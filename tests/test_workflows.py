@@ -13,10 +13,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "comfy_standin"))
 
 import harness  # noqa: E402
 from harness import (  # noqa: E402
+    API_WORKFLOWS,
     ROOT,
-    WORKFLOWS,
     load_api,
     load_ui,
+    local_object_info,
     node_classes,
     small_prompt,
     workflow_names,
@@ -31,7 +32,7 @@ comfy_root, tiny_checkpoint, comfy_with_tiny = harness.comfy_root, harness.tiny_
 
 @pytest.fixture(scope="module")
 def info():
-    return wt.local_object_info()
+    return local_object_info()
 
 
 def test_the_three_examples_exist():
@@ -46,8 +47,8 @@ def test_ui_workflow_fits_the_schemas(name, info):
 @pytest.mark.parametrize("name", NAMES)
 def test_committed_api_is_generated_from_ui(name, info):
     expected = wt.dump(wt.ui_to_api(load_ui(name), info))
-    committed = (WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8")
-    assert committed == expected, "run: python -m nodes.workflow_tool"
+    committed = (API_WORKFLOWS / f"{name}.json").read_text(encoding="utf-8")
+    assert committed == expected, "run: python tools/refresh_workflows.py"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -84,15 +85,19 @@ def test_workflow_check_catches_mistakes(info):
 
 
 def test_templates_folder_is_recognised_once():
-    """ComfyUI serves ``<pack>/<folder>/*.json`` as templates for one of these folder names; only UI-format
-    files may match, and only one folder must exist (two would list every template twice)."""
+    """ComfyUI serves ``<pack>/<folder>/*.json`` as templates for one of these folder names; only
+    ``example_workflows`` (the name it asks for) exists and holds only UI-format files, each with a same-name
+    ``.jpg`` thumbnail; the API-format copies live outside every recognised folder."""
     recognised = ["example_workflows", "example", "examples", "workflow", "workflows"]
     present = [f for f in recognised if (ROOT / f).exists()]
-    assert present == ["workflows"]
-    for path in (ROOT / "workflows").glob("*.json"):
+    assert present == ["example_workflows"]
+    for path in (ROOT / "example_workflows").glob("*.json"):
         wf = json.loads(path.read_text(encoding="utf-8"))
         assert wf.get("version") == 0.4 and "nodes" in wf and "links" in wf, path.name
-    assert (ROOT / "workflows" / "api").is_dir()  # API files sit one level down, out of the template glob
+        assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
+    assert not list((ROOT / "example_workflows").glob("*/"))  # nothing nested under the template route
+    assert sorted(p.name for p in (ROOT / "api_workflows").glob("*.json")) == \
+        sorted(p.name for p in (ROOT / "example_workflows").glob("*.json"))
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -142,16 +147,30 @@ def test_api_workflows_run_end_to_end_on_tiny_checkpoint(comfy_with_tiny):
 
 
 @pytest.mark.slow
-def test_bad_input_fails_the_prompt_with_our_message(comfy_with_tiny):
-    """An RGB photo without alpha: the prompt fails in the Preprocess node with an actionable message."""
+def test_plain_photo_gets_its_background_removed(comfy_with_tiny):
+    """An RGB photo without alpha: without the rembg model the prompt fails in Preprocess naming the file, the
+    folder and download_missing; with the (tiny ONNX) u2net in models/synchuman/rembg it runs to a GLB."""
     from executor import PromptExecutionError, run_prompt
     from PIL import Image
 
-    Image.new("RGB", (64, 96), (200, 100, 50)).save(comfy_with_tiny / "input" / "synchuman_example_person.png")
+    from synchuman_core.demo import example_person
+    from synchuman_core.preprocess.background import write_tiny_rembg_model
+
+    person = example_person(384)
+    photo = Image.new("RGB", person.size, (255, 255, 255))
+    photo.paste(person, mask=person.getchannel("A"))  # a plain photo: the figure on white, no alpha
+    photo.save(comfy_with_tiny / "input" / "synchuman_example_person.png")
+    prompt = small_prompt(load_api("synchuman_image_to_textured_mesh"))
     with pytest.raises(PromptExecutionError) as e:
-        run_prompt(small_prompt(load_api("synchuman_image_to_textured_mesh")), node_classes())
+        run_prompt(prompt, node_classes())
     assert e.value.node_type == "SyncHumanPreprocess"
-    assert "no alpha channel" in e.value.exception_message and e.value.exception_message.endswith("\n")
+    msg = e.value.exception_message
+    assert "u2net.onnx" in msg and "rembg" in msg and "download_missing" in msg and msg.endswith("\n")
+    pytest.importorskip("onnx")
+    write_tiny_rembg_model(comfy_with_tiny / "models" / "synchuman" / "rembg" / "u2net.onnx")
+    r = run_prompt(prompt, node_classes())
+    exp = next(v for v in r.ui.values() if "3d" in v)["3d"][0]
+    assert _glb_ok(comfy_with_tiny / "output" / exp["subfolder"] / exp["filename"])
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ __all__ = [
     "best_backend",
     "current_backend",
     "fastest_backend",
+    "query_chunk",
     "register_backend",
     "set_query_chunk_size",
     "use_backend",
@@ -147,6 +148,20 @@ def set_query_chunk_size(n: int | None) -> None:
     if n is not None and n <= 0:
         raise ConfigError("query chunk size must be a positive number of tokens or None")
     _query_chunk = n
+
+
+@contextlib.contextmanager
+def query_chunk(n: int | None) -> Iterator[None]:
+    """Process at most ``n`` query tokens per attention kernel call inside the ``with`` block (``None``:
+    no chunking unless ``SYNCHUMAN_ATTN_QUERY_CHUNK`` asks for it); the previous setting is restored on
+    exit. Process-wide, like :func:`set_query_chunk_size`: do not run two settings concurrently."""
+    global _query_chunk
+    saved = _query_chunk
+    set_query_chunk_size(n)
+    try:
+        yield
+    finally:
+        _query_chunk = saved
 
 
 def _query_chunk_size() -> int | None:

@@ -349,7 +349,12 @@ def load_prompt_embeds(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Ten
     p = Path(path)
     if not p.is_file():
         raise WeightsNotFoundError(f"prompt embedding cache not found: {p}")
-    sd = load_file(str(p))
+    try:
+        sd = load_file(str(p))
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own untyped errors for damaged files
+        raise CheckpointError(f"{p} is damaged ({type(e).__name__}: {e}); delete it so that it is recomputed") from e
     if set(sd) != {"normal", "color"}:
         raise CheckpointError(f"{p}: expected keys 'normal' and 'color', found {sorted(sd)}")
     return _check_embeds(sd["normal"], f"{p}:normal"), _check_embeds(sd["color"], f"{p}:color")

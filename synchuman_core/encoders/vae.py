@@ -59,7 +59,8 @@ def build_vae(official: Mapping, *, device=None, dtype: torch.dtype | None = Non
     cfg = vae_config(official)
     with torch.device("meta"):
         vae = AutoencoderKL.from_config(cfg)
-    vae.to(dtype=dtype or torch.float32)
+    # nn.Module.to: diffusers' own .to() warns about "modules kept in float32" even when there are none
+    nn.Module.to(vae, dtype=dtype or torch.float32)
     if device is not None and torch.device(device).type != "meta":
         vae.to_empty(device=device)
     use_phase_upsamplers(vae)

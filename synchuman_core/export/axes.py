@@ -17,7 +17,7 @@ def zup_to_yup(points: torch.Tensor) -> torch.Tensor:
     """SyncHuman world (z up, subject facing the front camera at -Y) → glTF (y up, subject facing +Z).
 
     ``(x, y, z) → (x, z, -y)``: the official ``to_glb`` multiplies by ``[[1,0,0],[0,0,-1],[0,1,0]]``
-    (ARCHITECTURE §8.6). A proper rotation (det +1), so it also maps normals and keeps the winding.
+    (docs/ARCHITECTURE.md §8.6). A proper rotation (det +1), so it also maps normals and keeps the winding.
     """
     return torch.stack([points[..., 0], points[..., 2], -points[..., 1]], dim=-1)
 

@@ -16,6 +16,7 @@ import torch
 
 from ..geometry.mesh import TexturedMesh, welded_vertex_normals
 from .axes import UpAxis, convert_up_axis
+from .writer import write_file
 
 __all__ = ["encode_png", "glb_bytes", "write_glb"]
 
@@ -150,7 +151,9 @@ def write_glb(mesh: TexturedMesh, path: str | Path, *, up_axis: UpAxis = "y", na
     Textured meshes get ``TEXCOORD_0`` and a PBR material with an embedded PNG ``baseColorTexture``
     (metallic 0, roughness 1; the official file leaves metallic at glTF's default 1). Meshes without a
     texture but with vertex colors get ``COLOR_0``. Smooth vertex normals are always written.
+
+    Written through :mod:`.writer`: never replaces an existing file (a taken name gets ``_00001``), never
+    leaves a partial file. Returns the path written.
     """
     p = Path(path)
-    p.write_bytes(glb_bytes(mesh, up_axis=up_axis, name=name))
-    return p
+    return write_file(p.parent, p.name, ".glb", glb_bytes(mesh, up_axis=up_axis, name=name))

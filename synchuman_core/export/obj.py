@@ -10,8 +10,9 @@ import numpy as np
 from ..geometry.mesh import TexturedMesh, welded_vertex_normals
 from .axes import UpAxis, convert_up_axis
 from .glb import encode_png
+from .writer import reserve_stem
 
-__all__ = ["write_obj"]
+__all__ = ["OBJ_SUFFIXES", "obj_files", "write_obj"]
 
 
 def _rows(prefix: str, array: np.ndarray, fmt: str) -> bytes:
@@ -20,22 +21,20 @@ def _rows(prefix: str, array: np.ndarray, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def write_obj(mesh: TexturedMesh, path: str | Path, *, up_axis: UpAxis = "y", name: str = "synchuman") -> list[Path]:
-    """Write ``mesh`` as OBJ (Y-up by default, like the GLB). Returns the written files.
+def obj_files(mesh: TexturedMesh, stem: str, *, up_axis: UpAxis = "y", name: str = "synchuman") -> dict[str, bytes]:
+    """``{".obj": ..., ".mtl": ..., ".png": ...}`` for files named ``<stem>.obj`` etc. (``.png`` only when
+    textured). Y-up by default, like the GLB.
 
     Textured meshes: ``vt`` holds ``(u, 1 - v)`` (OBJ counts v from the bottom row), the MTL names the PNG
     in ``map_Kd``. Vertex-colored meshes use the common ``v x y z r g b`` extension.
     """
     mesh.validate()
-    obj_path = Path(path)
-    mtl_path = obj_path.with_suffix(".mtl")
-    png_path = obj_path.with_suffix(".png")
     v = mesh.vertices.detach().float().cpu()
     f = mesh.faces.detach().long().cpu().numpy() + 1
     pos = convert_up_axis(v, up_axis).numpy()
     nrm = convert_up_axis(welded_vertex_normals(v, mesh.faces.cpu()), up_axis).numpy()
     textured = mesh.texture is not None
-    parts = [b"# ComfyUI-SyncHuman\n", f"mtllib {mtl_path.name}\n".encode()]
+    parts = [b"# ComfyUI-SyncHuman\n", f"mtllib {stem}.mtl\n".encode()]
     if not textured and mesh.vertex_colors is not None:
         rgb = mesh.vertex_colors.detach().float().clamp(0, 1).cpu().numpy()
         parts.append(_rows("v", np.concatenate([pos, rgb], axis=1), "%.6f %.6f %.6f %.4f %.4f %.4f"))
@@ -52,12 +51,24 @@ def write_obj(mesh: TexturedMesh, path: str | Path, *, up_axis: UpAxis = "y", na
     else:
         idx = np.repeat(f, 2, axis=1)
         parts.append(_rows("f", idx, "%d//%d %d//%d %d//%d"))
-    obj_path.write_bytes(b"".join(parts))
+    out = {".obj": b"".join(parts)}
     mtl = [f"newmtl {name}", "Ka 0 0 0", "Kd 1 1 1", "Ks 0 0 0", "d 1", "illum 1"]
-    written = [obj_path, mtl_path]
     if textured:
-        png_path.write_bytes(encode_png(mesh.texture))
-        mtl.append(f"map_Kd {png_path.name}")
-        written.append(png_path)
-    mtl_path.write_text("\n".join(mtl) + "\n", encoding="utf-8")
-    return written
+        out[".png"] = encode_png(mesh.texture)
+        mtl.append(f"map_Kd {stem}.png")
+    out[".mtl"] = ("\n".join(mtl) + "\n").encode("utf-8")
+    return out
+
+
+OBJ_SUFFIXES = (".obj", ".mtl", ".png")
+
+
+def write_obj(mesh: TexturedMesh, path: str | Path, *, up_axis: UpAxis = "y", name: str = "synchuman") -> list[Path]:
+    """Write ``mesh`` as ``<stem>.obj`` + ``.mtl`` (+ ``.png`` texture), numbered together through
+    :mod:`.writer` (no file of the three may exist: an existing ``<stem>.png``, e.g. the input photo, moves
+    the whole set to ``<stem>_00001``). Returns the written files."""
+    p = Path(path)
+    with reserve_stem(p.parent, p.name, OBJ_SUFFIXES) as out:
+        for suffix, data in obj_files(mesh, out.stem, up_axis=up_axis, name=name).items():
+            out.write_bytes(suffix, data)
+    return out.paths

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from ..geometry.mesh import TexturedMesh
 from .axes import UpAxis, convert_up_axis
+from .writer import write_file
 
-__all__ = ["sample_texture_at_vertices", "write_ply"]
+__all__ = ["ply_bytes", "sample_texture_at_vertices", "write_ply"]
 
 
 def sample_texture_at_vertices(mesh: TexturedMesh) -> torch.Tensor:
@@ -23,8 +24,8 @@ def sample_texture_at_vertices(mesh: TexturedMesh) -> torch.Tensor:
     return F.grid_sample(tex, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
 
 
-def write_ply(mesh: TexturedMesh, path: str | Path, *, up_axis: UpAxis = "y") -> Path:
-    """Write a binary little-endian PLY: float x/y/z, uchar red/green/blue, int32 triangle lists.
+def ply_bytes(mesh: TexturedMesh, *, up_axis: UpAxis = "y") -> bytes:
+    """Binary little-endian PLY: float x/y/z, uchar red/green/blue, int32 triangle lists.
 
     Colors come from ``vertex_colors``, else from the texture sampled at the UVs, else none.
     """
@@ -51,9 +52,10 @@ def write_ply(mesh: TexturedMesh, path: str | Path, *, up_axis: UpAxis = "y") ->
     if colors is not None:
         header += ["property uchar red", "property uchar green", "property uchar blue"]
     header += [f"element face {f.shape[0]}", "property list uchar int vertex_indices", "end_header"]
+    return ("\n".join(header) + "\n").encode("ascii") + vert.tobytes() + face.tobytes()
+
+
+def write_ply(mesh: TexturedMesh, path: str | Path, *, up_axis: UpAxis = "y") -> Path:
+    """Write :func:`ply_bytes` through :mod:`.writer` (never replaces a file, never partial); returns the path."""
     p = Path(path)
-    with p.open("wb") as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
-        fh.write(vert.tobytes())
-        fh.write(face.tobytes())
-    return p
+    return write_file(p.parent, p.name, ".ply", ply_bytes(mesh, up_axis=up_axis))

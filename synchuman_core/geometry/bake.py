@@ -6,15 +6,18 @@ and coloured by the views that see it, weighted by ``max(n·d, 0)^power`` (d = d
 the view's weight and the bilinearly sampled mask. Texels no view sees get colors diffused over the
 mesh surface; texels outside the charts get a pull-push fill so bilinear lookups never meet black.
 
-``opt`` mode: the fast result refined like the official bake (Adam on the texture, L1 between rendered
-and observed views on masked pixels + TV, cosine learning-rate decay), only with the five generated
-views (the official also renders 95 Gaussian-splat views, which the export does not have).
+``opt`` mode: the official optimisation (:mod:`.texopt`): one observation per step, mip-mapped
+lookups, L1 + 0.01 TV, Adam, cosine learning rate, from a zero texture (official) or the fast result.
+With the official observation set (:mod:`.observations`: the five generated views plus 95 renders of
+the decoded Gaussians) this is the official ``bake_texture(mode='opt')``. Chart texels that no
+observation covers take colours diffused over the surface (the official leaves them at the zero
+initialisation); texels outside the charts are inpainted with OpenCV's TELEA (radius 3), as the
+official does, or pull-push filled (``inpaint='pull_push'``, no OpenCV).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -24,7 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from .mesh import mesh_edges, welded_vertex_normals
-from .raster import Rasterization, interpolate, rasterize
+from .raster import Rasterization, rasterize
 from .views import BakeView
 
 __all__ = [
@@ -40,7 +43,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
+ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, unit)
 
 
 @dataclass
@@ -52,19 +55,28 @@ class BakeSettings:
     weight_power: float = 2.0  # sharpness of the preference for views facing the surface
     min_cos: float = 0.05  # surface/view angles with cos below this do not contribute
     depth_tolerance_px: float = 3.0  # visibility slack, in pixels of the view
-    opt_steps: int = 200
+    opt_steps: int = 1000
     opt_lr: float = 1e-2
+    opt_lr_end: float = 3e-5
     opt_tv_weight: float = 0.01
+    opt_focus_from: float = 0.931  # fraction of the steps after which only the front/back views are drawn
+    opt_init: Literal["zeros", "fast"] = "zeros"  # official: zeros
+    inpaint: Literal["telea", "pull_push"] = "telea"  # fill of the texels outside the UV charts
+    seed: int = 0  # the view schedule of the optimisation
 
     def validate(self) -> None:
-        if not 512 <= self.texture_size <= 4096:
-            raise ConfigError(f"texture_size must be between 512 and 4096, got {self.texture_size}")
+        if not 64 <= self.texture_size <= 4096:
+            raise ConfigError(f"texture_size must be between 64 and 4096, got {self.texture_size}")
         if self.mode not in ("fast", "opt"):
             raise ConfigError(f"bake mode must be 'fast' or 'opt', got {self.mode!r}")
         if self.weight_power < 0 or not 0 <= self.min_cos < 1 or self.depth_tolerance_px < 0:
             raise ConfigError("weight_power >= 0, 0 <= min_cos < 1 and depth_tolerance_px >= 0 are required")
-        if self.opt_steps < 0 or self.opt_lr <= 0 or self.opt_tv_weight < 0:
-            raise ConfigError("opt_steps >= 0, opt_lr > 0 and opt_tv_weight >= 0 are required")
+        if self.opt_steps < 0 or self.opt_lr <= 0 or self.opt_tv_weight < 0 or not 0 < self.opt_lr_end <= self.opt_lr:
+            raise ConfigError("opt_steps >= 0, opt_lr > 0, 0 < opt_lr_end <= opt_lr and opt_tv_weight >= 0 are required")
+        if not 0.0 <= self.opt_focus_from <= 1.0:
+            raise ConfigError(f"opt_focus_from must be in [0, 1], got {self.opt_focus_from}")
+        if self.opt_init not in ("zeros", "fast") or self.inpaint not in ("telea", "pull_push"):
+            raise ConfigError("opt_init must be 'zeros' or 'fast' and inpaint 'telea' or 'pull_push'")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -205,7 +217,7 @@ def _accumulate(
         grid = torch.stack([col / w * 2 - 1, row / h * 2 - 1], dim=-1).view(1, 1, n, 2)
         sampled = F.grid_sample(pv.stack, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, :, 0]
         alpha = sampled[3]  # [N]
-        cos = (normals @ cam.view_direction(points.device)).clamp(min=0.0)
+        cos = (normals * cam.directions_to_camera(points)).sum(dim=-1).clamp(min=0.0)
         facing = torch.where(cos > settings.min_cos, cos.pow(settings.weight_power), torch.zeros_like(cos))
         wgt = facing * visible * view.weight * _border_weight(col, row, h, w, view.feather_px)  # [N]
         # sampled color is premultiplied by alpha: color * alpha * wgt without a division
@@ -260,6 +272,56 @@ def bake_vertex_colors(
 # texture
 
 
+def fill_unseen_texels(
+    color: torch.Tensor,
+    seen: torch.Tensor,
+    tri: torch.Tensor,
+    bary: torch.Tensor,
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+) -> torch.Tensor:
+    """Chart texels (``color [N, 3]``, ``seen [N]``, their triangle ``tri [N]`` and barycentrics
+    ``bary [N, 3]``) that no view saw get colours diffused over the mesh surface from the seen ones:
+    seen texels are splatted onto the (welded) vertices, the vertex colours diffused along the edges and
+    read back at the unseen texels. Seen texels are returned unchanged."""
+    if bool(seen.all()):
+        return color
+    node, edges = _welded_edges(vertices, faces)
+    dev = color.device
+    n_nodes = int(node.max()) + 1
+    vsum = torch.zeros(n_nodes, 3, dtype=torch.float32, device=dev)
+    vw = torch.zeros(n_nodes, dtype=torch.float32, device=dev)
+    for k in range(3):
+        corner_k = node[faces[tri, k]]
+        wk = bary[:, k] * seen
+        vsum.index_add_(0, corner_k, color * wk[:, None])
+        vw.index_add_(0, corner_k, wk)
+    vknown = vw > 1e-6
+    vcol = torch.zeros_like(vsum)
+    vcol[vknown] = vsum[vknown] / vw[vknown, None]
+    vcol = diffuse_vertex_colors(vcol, vknown, edges)
+    out = color.clone()
+    miss = torch.nonzero(~seen).squeeze(1)
+    out[miss] = (bary[miss, :, None] * vcol[node[faces[tri[miss]]]]).sum(dim=1)
+    return out
+
+
+def inpaint_outside_charts(texture: torch.Tensor, inside: torch.Tensor, method: str = "telea") -> torch.Tensor:
+    """Fill texels outside the UV charts so bilinear / mip-mapped lookups at chart borders never meet
+    black. ``telea``: OpenCV ``cv2.inpaint(..., 3, cv2.INPAINT_TELEA)`` on the 8-bit texture (official);
+    ``pull_push``: :func:`pull_push_fill` in float."""
+    if method == "pull_push" or bool(inside.all()) or not bool(inside.any()):
+        return pull_push_fill(texture, inside)
+    import cv2
+    import numpy as np
+
+    img = (texture.detach().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    hole = (~inside).cpu().numpy().astype(np.uint8)
+    filled = cv2.inpaint(np.ascontiguousarray(img), hole, 3, cv2.INPAINT_TELEA)
+    out = torch.from_numpy(filled).to(texture.device, torch.float32) / 255.0
+    return torch.where(inside[..., None], texture, out)
+
+
 def bake_texture(
     vertices: torch.Tensor,
     faces: torch.Tensor,
@@ -268,18 +330,22 @@ def bake_texture(
     settings: BakeSettings | None = None,
     *,
     vertex_colors: torch.Tensor | None = None,
+    focus_views: tuple[int, ...] = (0, 2),
     progress: ProgressFn | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Bake a ``[T, T, 3]`` base-color texture for a UV-mapped mesh.
 
-    With no ``views``, ``vertex_colors [V, 3]`` are interpolated into the texture instead. Runs on the
-    device of ``vertices``; returns the texture there plus stats (``texel_coverage`` = share of chart
-    texels seen by at least one view).
+    ``fast``: projection of ``views`` (see the module docstring). ``opt``: the official optimisation
+    over ``views`` (index order = the schedule's; ``focus_views`` are drawn alone at the end, official
+    front = 0 and back = 2). With no ``views``, ``vertex_colors [V, 3]`` are interpolated into the texture.
+    Runs on the device of ``vertices``; returns the texture there plus stats (``texel_coverage`` = share
+    of chart texels seen by at least one view). ``progress(phase, done, total, unit)`` reports the work.
     """
     s = settings or BakeSettings()
     s.validate()
     if not views and vertex_colors is None:
         raise ConfigError("texture baking needs views or vertex colors; pass the generated color views")
+    report = progress or (lambda phase, done, total, unit: None)
     t = s.texture_size
     dev = vertices.device
     rast = uv_rasterize(faces, uvs.to(dev), t)
@@ -288,14 +354,17 @@ def bake_texture(
     tri = rast.tri_id.view(-1)[idx]
     bary = rast.bary.view(-1, 3)[idx]
     del rast  # [T, T] buffers: 400 MB at 4096²
-    texture = torch.zeros(t * t, 3, dtype=torch.float32, device=dev)
-    stats: dict[str, float] = {"chart_texels": float(idx.numel()), "texture_size": float(t)}
+    stats: dict[str, float] = {"chart_texels": float(idx.numel()), "texture_size": float(t), "views": float(len(views))}
+    use_opt = s.mode == "opt" and bool(views) and s.opt_steps > 0
 
-    node, edges = _welded_edges(vertices, faces)
-    if views:
+    color = torch.zeros(idx.numel(), 3, dtype=torch.float32, device=dev)
+    if not views:
+        vc = vertex_colors.to(dev, torch.float32)
+        color = (bary[:, :, None] * vc[faces[tri]]).sum(dim=1)
+        stats["texel_coverage"] = 1.0
+    elif not use_opt or s.opt_init == "fast":
         vn = welded_vertex_normals(vertices, faces)
         prepared = _prepare_views(vertices, faces, views, s)
-        color = torch.zeros(idx.numel(), 3, dtype=torch.float32, device=dev)
         seen = torch.zeros(idx.numel(), dtype=torch.bool, device=dev)
         for i in range(0, idx.numel(), _CHUNK):
             tc, bc = tri[i : i + _CHUNK], bary[i : i + _CHUNK, :, None]
@@ -305,68 +374,39 @@ def bake_texture(
             ok = wsum > 1e-8
             color[i : i + _CHUNK][ok] = csum[ok] / wsum[ok, None]
             seen[i : i + _CHUNK] = ok
+            report("bake: project", min(i + _CHUNK, idx.numel()), idx.numel(), "texel")
+        del prepared
         stats["texel_coverage"] = float(seen.float().mean()) if seen.numel() else 0.0
-        if not bool(seen.all()):
-            # splat seen texels onto welded vertices, diffuse over the surface, read back unseen texels
-            n_nodes = int(node.max()) + 1
-            vsum = torch.zeros(n_nodes, 3, dtype=torch.float32, device=dev)
-            vw = torch.zeros(n_nodes, dtype=torch.float32, device=dev)
-            for k in range(3):
-                corner_k = node[faces[tri, k]]
-                wk = bary[:, k] * seen
-                vsum.index_add_(0, corner_k, color * wk[:, None])
-                vw.index_add_(0, corner_k, wk)
-            vknown = vw > 1e-6
-            vcol = torch.zeros_like(vsum)
-            vcol[vknown] = vsum[vknown] / vw[vknown, None]
-            vcol = diffuse_vertex_colors(vcol, vknown, edges)
-            miss = torch.nonzero(~seen).squeeze(1)
-            corner = node[faces[tri[miss]]]  # [M, 3]
-            color[miss] = (bary[miss, :, None] * vcol[corner]).sum(dim=1)
-    else:
-        vc = vertex_colors.to(dev, torch.float32)
-        color = (bary[:, :, None] * vc[faces[tri]]).sum(dim=1)
-        stats["texel_coverage"] = 1.0
+        color = fill_unseen_texels(color, seen, tri, bary, vertices, faces)
+    texture = torch.zeros(t * t, 3, dtype=torch.float32, device=dev)
     texture[idx] = color
-    del color, tri, bary, idx
     texture = texture.view(t, t, 3)
-    if progress is not None:
-        progress(1, 2)
 
-    texture = pull_push_fill(texture, inside)
-    if s.mode == "opt" and views and s.opt_steps > 0:
-        # gutters are filled first so the TV term does not drag chart borders towards black
-        texture = refine_texture(texture, vertices, faces, uvs, views, s, progress=progress)
-        texture = pull_push_fill(texture, inside)
-    if progress is not None:
-        progress(2, 2)
+    if use_opt:
+        from .texopt import OptSchedule, coverage, optimize_texture, prepare_view_samples
+
+        if s.opt_init == "fast":
+            texture = pull_push_fill(texture, inside)  # no black gutters for the TV term
+        samples = []
+        uv_dev = uvs.to(dev)
+        for i, view in enumerate(views):
+            samples.append(prepare_view_samples(vertices, faces, uv_dev, view, t))
+            report("bake: rasterise views", i + 1, len(views), "view")
+        sched = OptSchedule(
+            steps=s.opt_steps, lr=s.opt_lr, lr_end=s.opt_lr_end, tv_weight=s.opt_tv_weight,
+            focus_from=s.opt_focus_from, focus_views=focus_views, seed=s.seed,
+        )
+        texture = optimize_texture(
+            texture, samples, sched, on_step=lambda d, n: report("bake: optimise", d, n, "step")
+        )
+        covered = coverage([smp for smp in samples if smp is not None], t, dev).view(-1)[idx]
+        del samples
+        stats["texel_coverage"] = float(covered.float().mean()) if covered.numel() else 0.0
+        flat = texture.reshape(-1, 3)
+        flat[idx] = fill_unseen_texels(flat[idx], covered, tri, bary, vertices, faces)
+    del tri, bary, idx, color
+    texture = inpaint_outside_charts(texture, inside, s.inpaint if use_opt else "pull_push")
     return texture.clamp_(0.0, 1.0), stats
-
-
-def _tv_l1(tex: torch.Tensor) -> torch.Tensor:
-    """Anisotropic total variation (mean absolute neighbour difference) of ``[1, C, H, W]``."""
-    return (tex[..., 1:, :] - tex[..., :-1, :]).abs().mean() + (tex[..., :, 1:] - tex[..., :, :-1]).abs().mean()
-
-
-class _Adam:
-    """Adam for one tensor (``torch.optim.Adam`` imports ``torch._dynamo`` on first use: seconds on CPU)."""
-
-    def __init__(self, param: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.param, self.b1, self.b2, self.eps = param, betas[0], betas[1], eps
-        self.m = torch.zeros_like(param)
-        self.v = torch.zeros_like(param)
-        self.t = 0
-
-    @torch.no_grad()
-    def step(self, lr: float) -> None:
-        g = self.param.grad
-        self.t += 1
-        self.m.mul_(self.b1).add_(g, alpha=1 - self.b1)
-        self.v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-        bc1 = 1 - self.b1**self.t
-        bc2 = 1 - self.b2**self.t
-        denom = (self.v / bc2).sqrt_().add_(self.eps)
-        self.param.addcdiv_(self.m, denom, value=-lr / bc1)
 
 
 def refine_texture(
@@ -377,53 +417,19 @@ def refine_texture(
     views: list[BakeView],
     settings: BakeSettings,
     *,
+    focus_views: tuple[int, ...] = (0, 2),
     progress: ProgressFn | None = None,
 ) -> torch.Tensor:
-    """Optimise ``texture [T, T, 3]`` so renders match the views: L1 on masked pixels + TV, Adam(β 0.5, 0.9),
-    cosine learning rate from ``opt_lr`` down to ``opt_lr * 0.003`` (official 1e-2 → 3e-5).
+    """Optimise an existing ``texture [T, T, 3]`` against ``views`` with the official schedule of
+    ``settings`` (see :mod:`.texopt`). Safe under ``torch.inference_mode()``."""
+    from .texopt import OptSchedule, optimize_texture, prepare_view_samples
 
-    Safe under ``torch.inference_mode()`` (ComfyUI runs nodes in it): the step runs with inference mode
-    off and gradients on, on clones made there.
-    """
-    with torch.inference_mode(False), torch.enable_grad():
-        v = vertices.detach().clone()
-        f = faces.detach().clone()
-        uv = uvs.detach().clone().to(v.device)
-        targets: list[tuple[torch.Tensor, torch.Tensor, float]] = []
-        for view in views:
-            h, w = view.height, view.width
-            rast = rasterize(view.camera.project(v, h, w), f, h, w)
-            valid = rast.mask & view.mask.to(v.device)
-            if not bool(valid.any()):
-                continue
-            pix_uv = interpolate(uv, f, rast)[valid]  # [P, 2]
-            grid = (pix_uv * 2 - 1).view(1, 1, -1, 2)
-            target = view.image.detach().clone().to(v.device).permute(1, 2, 0)[valid]  # [P, 3]
-            targets.append((grid, target, float(view.weight)))
-        if not targets:
-            return texture
-        total_w = sum(wt for _, _, wt in targets)
-        # one lookup for all views: per-pixel weights make each view's term a mean, weighted by the view
-        grid = torch.cat([g for g, _, _ in targets], dim=2)  # [1, 1, P, 2]
-        target = torch.cat([tg for _, tg, _ in targets], dim=0)  # [P, 3]
-        pix_w = torch.cat(
-            [torch.full((tg.shape[0],), wt / total_w / tg.shape[0], device=v.device) for _, tg, wt in targets]
-        )[:, None]
-        param = texture.detach().clone().permute(2, 0, 1)[None].contiguous().requires_grad_(True)  # [1, 3, T, T]
-        adam = _Adam(param, betas=(0.5, 0.9))
-        steps = settings.opt_steps
-        lr_min = settings.opt_lr * 0.003
-        last_loss = float("nan")
-        for step in range(steps):
-            lr = lr_min + 0.5 * (settings.opt_lr - lr_min) * (1 + math.cos(math.pi * step / max(steps, 1)))
-            param.grad = None
-            render = F.grid_sample(param, grid, mode="bilinear", padding_mode="border", align_corners=False)
-            loss = settings.opt_tv_weight * _tv_l1(param) + ((render[0, :, 0].T - target).abs() * pix_w).sum()
-            loss.backward()
-            adam.step(lr)
-            last_loss = float(loss.detach())
-            if progress is not None and (step + 1) % 25 == 0:
-                progress(step + 1, steps)
-        out = param.detach()[0].permute(1, 2, 0).clamp(0.0, 1.0)
-    logger.info("texture refinement: %d steps, final loss %.4f", steps, last_loss)
-    return out.clone()
+    t = texture.shape[0]
+    samples = [prepare_view_samples(vertices, faces, uvs.to(vertices.device), v, t) for v in views]
+    sched = OptSchedule(
+        steps=settings.opt_steps, lr=settings.opt_lr, lr_end=settings.opt_lr_end,
+        tv_weight=settings.opt_tv_weight, focus_from=settings.opt_focus_from, focus_views=focus_views,
+        seed=settings.seed,
+    )
+    on_step = None if progress is None else (lambda d, n: progress("bake: optimise", d, n, "step"))
+    return optimize_texture(texture, samples, sched, on_step=on_step)

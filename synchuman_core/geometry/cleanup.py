@@ -1,6 +1,6 @@
 """Mesh clean-up before UV unwrapping: floaters, decimation, invisible faces, small holes.
 
-Official pipeline (ARCHITECTURE §8): pyvista decimation removing 70% of the faces, then removal of inner
+Official pipeline (docs/ARCHITECTURE.md §8): pyvista decimation removing 70% of the faces, then removal of inner
 faces seen from none of 1000 sphere cameras (min-cut) and pymeshfix filling of holes up to 136 boundary
 edges. Here: fast-simplification for the decimation, our own rasteriser for the visibility test, and a
 fan filler for small boundary loops. Everything runs on CPU; the visibility renders run on ``device``.
@@ -44,9 +44,11 @@ class CleanupSettings:
     remove_floaters: bool = True
     floater_min_fraction: float = 0.005  # components with fewer faces than this × total are dropped
     remove_invisible: bool = True
-    visibility_views: int = 48  # orthographic views on a Fibonacci sphere
-    visibility_resolution: int = 512
-    visibility_dilation: int = 2  # keep faces within this many vertex rings of a visible face
+    invisible_method: str = "mincut"  # official min-cut (geometry.mincut) or "cull" (seen-by-nobody groups)
+    visibility_views: int = 1000  # official: 1000 Hammersley cameras (r 2, fov 40°); cull: ortho Fibonacci views
+    visibility_resolution: int = 1024
+    visibility_dilation: int = 2  # cull only: keep faces within this many vertex rings of a visible face
+    max_hole_size: float = 0.04  # mincut only: largest area of a boundary loop a cut may open (official)
     fill_holes: bool = True
     max_hole_edges: int = 136  # official int(250 * sqrt(1 - 0.7))
     weld_tolerance: float = 1e-6  # weld coincident vertices first (world units); 0 = off
@@ -65,6 +67,10 @@ class CleanupSettings:
             raise ConfigError("visibility_views must be >= 1 and visibility_resolution >= 16")
         if self.max_hole_edges < 3:
             raise ConfigError(f"max_hole_edges must be >= 3, got {self.max_hole_edges}")
+        if self.invisible_method not in ("mincut", "cull"):
+            raise ConfigError(f"invisible_method must be 'mincut' or 'cull', got {self.invisible_method!r}")
+        if self.max_hole_size < 0:
+            raise ConfigError(f"max_hole_size must be >= 0, got {self.max_hole_size}")
         if self.visibility_dilation < 0 or self.weld_tolerance < 0:
             raise ConfigError("visibility_dilation and weld_tolerance must be >= 0")
 
@@ -305,11 +311,13 @@ def cleanup_mesh(
     settings: CleanupSettings | None = None,
     *,
     device: torch.device | str | None = None,
+    progress=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, float]]:
     """Run the clean-up steps in order: weld → floaters → decimate → invisible faces → holes → compact.
 
     Returns (vertices ``[V',3]`` float32, faces ``[F',3]`` int64, vertex colors or None, stats) on CPU.
-    ``device`` only selects where the visibility renders run.
+    ``device`` only selects where the visibility renders run; ``progress(phase, done, total, unit)``
+    reports them. With ``invisible_method='mincut'`` (official) the min-cut runs fill the holes themselves.
     """
     s = settings or CleanupSettings()
     s.validate()
@@ -337,7 +345,21 @@ def cleanup_mesh(
         v_np, f_np = v_dec, f_dec
         stats["faces_decimated"] = float(f_np.shape[0])
 
-    if s.remove_invisible and f_np.shape[0]:
+    mincut_filled = False
+    if s.remove_invisible and f_np.shape[0] and s.invisible_method == "mincut":
+        from .mincut import MincutSettings, remove_invisible_mincut
+
+        v_before = v_np
+        v_np, f_np, mstats = remove_invisible_mincut(
+            v_np, f_np, MincutSettings(views=s.visibility_views, resolution=s.visibility_resolution,
+                                       max_hole_size=s.max_hole_size),
+            max_hole_edges=s.max_hole_edges, fill_holes=s.fill_holes, device=device, progress=progress,
+        )
+        stats.update(mstats)
+        mincut_filled = s.fill_holes
+        if vc_np is not None:
+            vc_np = _transfer_vertex_attr(v_before, vc_np, v_np)
+    elif s.remove_invisible and f_np.shape[0]:
         dev = torch.device(device) if device is not None else torch.device("cpu")
         drop = find_invisible_faces(
             torch.from_numpy(v_np).to(dev),
@@ -350,7 +372,7 @@ def cleanup_mesh(
         stats["invisible_faces_removed"] = float(drop.sum())
         f_np = f_np[~drop]
 
-    if s.fill_holes and f_np.shape[0]:
+    if s.fill_holes and f_np.shape[0] and not mincut_filled:
         v_np, f_np, vc_np, n_holes = fill_small_holes(v_np, f_np, max_edges=s.max_hole_edges, vertex_attr=vc_np)
         stats["holes_filled"] = float(n_holes)
 

@@ -3,7 +3,7 @@
 Conventions (shared by everything in ``geometry`` and ``export``):
 
 - ``vertices`` ``[V, 3]`` float32 in the SyncHuman world frame: unit cube ``[-0.5, 0.5]^3``, **z up**,
-  the subject faces the front camera at ``-Y`` (ARCHITECTURE §3.4).
+  the subject faces the front camera at ``-Y`` (docs/ARCHITECTURE.md §3.4).
 - ``faces`` ``[F, 3]`` int64, counter-clockwise seen from outside (normals point outwards).
 - ``uvs`` ``[V, 2]`` float32 in ``[0, 1]``: ``u`` grows with the texture column, ``v`` with the texture
   **row counted from the top** (the glTF convention; OBJ writers store ``1 - v``).

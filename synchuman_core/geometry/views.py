@@ -1,6 +1,6 @@
 """Observed views for texture baking: images, masks and cameras of the generated SyncHuman views.
 
-Inputs arrive as generated (ARCHITECTURE §1.2 step 1, §3.4, §8.4):
+Inputs arrive as generated (docs/ARCHITECTURE.md §1.2 step 1, §3.4, §8.4):
 body colors ``[4, 3, H, W]`` in [0, 1] with views 2 and 3 mirrored, optional normal maps of the same
 layout (mask = non-white pixels), an optional face close-up ``[3, Hf, Wf]`` (×3 zoom of the front view's
 top-centre third) with its optional normal map.

@@ -5,13 +5,14 @@ Typical use::
     from synchuman_core.io import SyncHumanModels, download
     folder = download("~/models/synchuman")          # only on request; resumable
     models = SyncHumanModels(folder, device="cuda")   # nothing loaded yet
-    unet3d = models.joint                             # checked, then streamed onto the GPU
+    unet3d = models.get("joint")                      # checked, then streamed onto the GPU
 
-``python -m synchuman_core.io download|check [FOLDER]`` does the same from a shell.
+``python -m synchuman_core download --models FOLDER`` / ``check --models FOLDER`` do the same from a shell.
 """
 
 from .layout import COMFY_FOLDER_NAME, ModelFolder, default_models_root, find_model_folders, resolve_model_folder
-from .loading import SyncHumanModels, component_files, load_component, read_component_json
+from .loading import component_files, load_component, read_component_json
+from .model_set import SyncHumanModels
 from .registry import COMPONENTS, DEFAULT_COMPONENTS, STAGE1, STAGE2, ComponentSpec, get_spec
 from .state_dict import diff_state_dict, expected_entries, group_keys, load_state_dict_strict
 

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from .layout import download_command
 
 __all__ = [
     "LFS_POINTER_PREFIX",
@@ -107,7 +108,7 @@ def check_not_lfs_pointer(path: str | os.PathLike) -> None:
         raise CheckpointError(
             f"{path} is a git-lfs pointer file ({Path(path).stat().st_size} bytes of text), not the weights. "
             "The repository was cloned without git-lfs. Run `git lfs install && git lfs pull` in that clone, "
-            "or download the files with `python -m synchuman_core.io download <folder>` "
+            f"or download the files with `{download_command('<folder>')}` "
             "(or `hf download xishushu/SyncHuman --local-dir <folder>`)."
         )
 
@@ -115,7 +116,7 @@ def check_not_lfs_pointer(path: str | os.PathLike) -> None:
 def _damaged(path: Path, what: str) -> CheckpointError:
     return CheckpointError(
         f"{path} is damaged: {what}. The download was probably interrupted. Delete this file and download it "
-        "again (`python -m synchuman_core.io download <folder>` resumes and fetches only missing files)."
+        f"again (`{download_command('<folder>')}` resumes and fetches only missing files)."
     )
 
 

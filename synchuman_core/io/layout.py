@@ -2,8 +2,9 @@
 
 The official Hugging Face repository ``xishushu/SyncHuman`` is used unchanged. A snapshot of it
 (``<root>/ckpts/OneStage/...``, ``<root>/ckpts/SecondStage/ckpts/...``) or its ``ckpts`` folder
-alone (``<root>/OneStage/...``) both work. DINOv2 (not part of that repository) lives in
-``<root>/dinov2/``; the prompt-embedding cache in ``<root>/prompt_embeds/``.
+alone (``<root>/OneStage/...``) both work. Files shared by several checkpoints sit in named folders
+beside them (:meth:`ModelFolder.shared_dir`: DINOv2's ``<root>/dinov2/``, see :mod:`.dinov2_files`); the
+prompt-embedding cache in ``<root>/prompt_embeds/``.
 
 In ComfyUI the models folder is ``<ComfyUI>/models/synchuman/`` (registered by the node layer under
 the key ``synchuman``); the snapshot may sit directly in it or in one sub-folder per checkpoint::
@@ -28,6 +29,7 @@ __all__ = [
     "COMFY_FOLDER_NAME",
     "ModelFolder",
     "default_models_root",
+    "download_command",
     "find_model_folders",
     "resolve_model_folder",
     "STAGE_DIRS",
@@ -35,9 +37,14 @@ __all__ = [
 
 COMFY_FOLDER_NAME = "synchuman"
 STAGE_DIRS = ("OneStage", "SecondStage")
-DINOV2_DIR = "dinov2"
 PROMPT_DIR = "prompt_embeds"
 HF_REPO_ID = "xishushu/SyncHuman"
+
+
+def download_command(folder: os.PathLike | str, components: Iterable[str] = ()) -> str:
+    """The one command that fetches model files (``python -m synchuman_core download``), for error messages."""
+    flags = "".join(f" --component {n}" for n in components)
+    return f"python -m synchuman_core download --models {folder}{flags}"
 
 
 def default_models_root() -> Path:
@@ -72,7 +79,9 @@ class ModelFolder:
         """A path inside the checkpoint, relative to ``ckpts`` (``"OneStage/vae"``)."""
         return self.ckpts / relative
 
-    def _shared_dir(self, name: str) -> Path:
+    def shared_dir(self, name: str) -> Path:
+        """``<base>/<name>`` (or the first existing one of ``<ckpts>/<name>``, ``<search>/<name>``): files
+        shared by the checkpoints below a root (e.g. ComfyUI's ``models/synchuman/dinov2``)."""
         candidates = [self.base / name]
         if self.ckpts != self.base:
             candidates.append(self.ckpts / name)
@@ -83,13 +92,8 @@ class ModelFolder:
         return candidates[0]
 
     @property
-    def dinov2_dir(self) -> Path:
-        """``<base>/dinov2`` (or the first existing one of ``<ckpts>/dinov2``, ``<search>/dinov2``)."""
-        return self._shared_dir(DINOV2_DIR)
-
-    @property
     def prompt_dir(self) -> Path:
-        return self._shared_dir(PROMPT_DIR)
+        return self.shared_dir(PROMPT_DIR)
 
     def describe(self) -> str:
         return str(self.base) if self.ckpts == self.base else f"{self.base} (stages in {self.ckpts})"
@@ -109,7 +113,7 @@ def resolve_model_folder(path: str | os.PathLike | ModelFolder, *, search: Itera
     if not p.is_dir():
         raise WeightsNotFoundError(
             f"The SyncHuman model folder {p} does not exist. Download the weights into it with\n"
-            f"  python -m synchuman_core.io download {p}\n"
+            f"  {download_command(p)}\n"
             f"or on another machine with\n  hf download {HF_REPO_ID} --local-dir {p}\nand copy the folder here."
         )
     if (p / "ckpts").is_dir() and _has_stage_dirs(p / "ckpts"):
@@ -130,7 +134,7 @@ def resolve_model_folder(path: str | os.PathLike | ModelFolder, *, search: Itera
     raise WeightsNotFoundError(
         f"{p} does not hold the SyncHuman files: expected {p}/ckpts/OneStage and {p}/ckpts/SecondStage "
         f"(a snapshot of the Hugging Face repository {HF_REPO_ID}) or {p}/OneStage and {p}/SecondStage.\n"
-        f"Download them with\n  python -m synchuman_core.io download {p}\n"
+        f"Download them with\n  {download_command(p)}\n"
         f"or elsewhere with\n  hf download {HF_REPO_ID} --local-dir {p}"
     )
 
@@ -149,7 +153,7 @@ def find_model_folders(roots: Iterable[str | os.PathLike]) -> list[ModelFolder]:
             continue
         candidates = [root]
         for child in sorted(root.iterdir()):
-            if child.is_dir() and child.name not in (DINOV2_DIR, PROMPT_DIR) and not child.name.startswith("."):
+            if child.is_dir() and child.name != PROMPT_DIR and not child.name.startswith("."):
                 candidates.append(child)
         for c in candidates:
             if (c / "ckpts").is_dir() and _has_stage_dirs(c / "ckpts"):

@@ -2,8 +2,8 @@
 
 ``load_component(name, folder, device, dtype)``:
 
-1. finds the component's files in the official layout (:mod:`.layout`, :mod:`.registry`) and raises
-   :class:`WeightsNotFoundError` naming every missing file, the folder and the download commands;
+1. finds the component's files through its registry entry's file format (:mod:`.formats`) and raises
+   :class:`WeightsNotFoundError` naming every missing file, the folder and the download command;
 2. reads ``config.json`` into the typed config (``Config.from_official``);
 3. builds the module with its parameters on the meta device (:func:`empty_weights`; buffers are
    computed normally, so non-persistent buffers are real);
@@ -12,53 +12,44 @@
 5. streams the tensors one by one into the module at their declared dtype on ``device``
    (:func:`synchuman_core.io.state_dict.load_state_dict_strict` with :class:`.files.LazyTensor`).
 
-:class:`SyncHumanModels` holds the components of one folder and loads each on first use.
+The models of one folder, loaded on first use, are :class:`synchuman_core.io.model_set.SyncHumanModels`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, StateDictMismatchError, WeightsNotFoundError
-from .files import (
-    TensorInfo,
-    WeightFiles,
-    WeightReader,
-    check_not_lfs_pointer,
-    find_weight_files,
-    read_safetensors_header,
-)
-from .layout import ModelFolder, resolve_model_folder
-from .registry import COMPONENTS, DINOV2_HF_REPO_ID, HF_REPO_ID, ComponentSpec, get_spec
+from .files import TensorInfo, WeightReader
+from .formats import ComponentFiles, read_json
+from .layout import ModelFolder, download_command, resolve_model_folder
+from .registry import COMPONENTS, ComponentSpec, get_spec
 from .state_dict import diff_state_dict, expected_entries, load_state_dict_strict
 
 __all__ = [
     "ComponentFiles",
-    "SyncHumanModels",
     "build_empty",
+    "by_file_format",
     "check_component_keys",
     "component_files",
+    "download_command",
     "empty_weights",
+    "find_missing",
     "load_component",
     "missing_files_error",
+    "read_component_config",
+    "read_component_json",
     "read_json",
 ]
 
 logger = logging.getLogger(__name__)
-
-DINOV2_OURS = "dinov2_vitl14_reg4.safetensors"
-DINOV2_HUB_PTH = "dinov2_vitl14_reg4_pretrain.pth"
-DINOV2_HF_FILES = ("config.json", "model.safetensors")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,117 +91,55 @@ def build_empty(spec: ComponentSpec, official: dict[str, Any], dtype: torch.dtyp
 # ---------------------------------------------------------------------------------------------
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a config file; an LFS pointer or invalid JSON raises :class:`CheckpointError`."""
-    check_not_lfs_pointer(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}). Delete it and download it again.") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} does not hold a JSON object.")
-    return data
-
-
-@dataclass
-class ComponentFiles:
-    """Resolved files of one component. ``fmt``: ``"ours"``, ``"hf"`` or ``"hub_pth"`` (DINOv2 only) else ``"official"``."""
-
-    spec: ComponentSpec
-    folder: Path
-    config: Path | None
-    weights: WeightFiles | None
-    fmt: str = "official"
-
-
-def _component_dir(spec: ComponentSpec, mf: ModelFolder) -> Path:
-    return mf.dinov2_dir if spec.location == "dinov2" else mf.path(spec.subdir)
-
-
-def _rel(mf: ModelFolder, p: Path) -> str:
-    try:
-        return str(p.relative_to(mf.base))
-    except ValueError:
-        return str(p)
+def by_file_format(names: Iterable[str]) -> list[tuple[Any, list[ComponentSpec]]]:
+    """The registry entries of ``names`` grouped by their file format: ``[(format, [spec, ...])]``."""
+    groups: dict[int, tuple[Any, list[ComponentSpec]]] = {}
+    for n in names:
+        spec = get_spec(n)
+        layout = spec.layout()
+        groups.setdefault(id(layout), (layout, []))[1].append(spec)
+    return list(groups.values())
 
 
 def missing_files_error(mf: ModelFolder, missing: Mapping[str, list[str]]) -> WeightsNotFoundError:
     """The error for missing files: which files, which folder, and the commands that fetch them."""
     lines = [f"SyncHuman model files are missing in {mf.base}:"]
-    includes: list[str] = []
-    want_dino = False
     for name, files in missing.items():
         spec = COMPONENTS.get(name)
-        title = f" ({spec.title})" if spec else ""
-        lines.append(f"  {name}{title}:")
+        lines.append(f"  {name}{f' ({spec.title})' if spec else ''}:")
         lines += [f"    {f}" for f in files]
-        if spec is not None and spec.location == "dinov2":
-            want_dino = True
-        elif spec is not None:
-            includes.append(spec.cli_include())
     lines.append("Download them (resumable; only what is missing is fetched):")
-    flags = "".join(f" --component {n}" for n in missing)
-    lines.append(f"  python -m synchuman_core.io download {mf.base}{flags}")
+    lines.append(f"  {download_command(mf.base, missing)}")
     lines.append("or on a machine with internet access, then copy the folder here:")
-    if includes:
-        inc = " ".join(f'--include "{i}"' for i in includes)
-        lines.append(f"  hf download {HF_REPO_ID} --local-dir {mf.base} {inc}")
-        lines.append(f"  (or the whole repository, ~8.7 GB: hf download {HF_REPO_ID} --local-dir {mf.base})")
-    if want_dino:
-        lines.append(
-            f"  hf download {DINOV2_HF_REPO_ID} config.json model.safetensors --local-dir {mf.dinov2_dir}"
-        )
+    for layout, specs in by_file_format(n for n in missing if n in COMPONENTS):
+        lines += layout.manual_commands(specs, mf)
     lines.append("(huggingface_hub < 1.0: `huggingface-cli download`, with all patterns after one --include)")
     return WeightsNotFoundError("\n".join(lines))
 
 
-def component_files(spec: ComponentSpec | str, folder: str | os.PathLike | ModelFolder, *, raise_missing: bool = True) -> tuple[ComponentFiles, list[str]]:
+def component_files(spec: ComponentSpec | str, folder: str | os.PathLike | ModelFolder, *,
+                    raise_missing: bool = True) -> tuple[ComponentFiles, list[str]]:
     """Locate the files of ``spec`` in ``folder``; returns ``(files, missing)``.
 
     With ``raise_missing`` a non-empty ``missing`` raises :func:`missing_files_error`.
     """
     spec = get_spec(spec)
     mf = resolve_model_folder(folder)
-    d = _component_dir(spec, mf)
-    missing: list[str] = []
-    if spec.location == "dinov2":
-        cf = _dinov2_files(spec, d)
-        if cf is None:
-            missing.append(
-                f"{_rel(mf, d / DINOV2_OURS)}  (or the transformers files {' + '.join(DINOV2_HF_FILES)} "
-                f"of {DINOV2_HF_REPO_ID}, or torch.hub's {DINOV2_HUB_PTH}, in {_rel(mf, d)})"
-            )
-            cf = ComponentFiles(spec, d, None, None, "ours")
-    else:
-        cfg = d / spec.config_file if spec.config_file else None
-        for f in spec.required_files():
-            if not (d / f).is_file():
-                missing.append(_rel(mf, d / f))
-        weights = None
-        if spec.has_weights:
-            weights = find_weight_files(d, spec.weight_names())
-            if weights is None:
-                alt = " (or .bin, or sharded with .index.json)" if spec.allow_bin else ""
-                missing.append(_rel(mf, d / (spec.default_weight_name() or "")) + alt)
-            else:
-                missing += [_rel(mf, f) for f in weights.files if not f.is_file()]
-        cf = ComponentFiles(spec, d, cfg, weights)
+    cf, missing = spec.layout().locate(spec, mf)
     if missing and raise_missing:
         raise missing_files_error(mf, {spec.name: missing})
     return cf, missing
 
 
-def _dinov2_files(spec: ComponentSpec, d: Path) -> ComponentFiles | None:
-    ours = find_weight_files(d, spec.weight_names())
-    if ours is not None:
-        cfg = d / "config.json"
-        return ComponentFiles(spec, d, cfg if cfg.is_file() else None, ours, "ours")
-    if all((d / f).is_file() for f in DINOV2_HF_FILES):
-        return ComponentFiles(spec, d, d / "config.json", WeightFiles(d, (d / "model.safetensors",)), "hf")
-    if (d / DINOV2_HUB_PTH).is_file():
-        cfg = d / "config.json"
-        return ComponentFiles(spec, d, cfg if cfg.is_file() else None, WeightFiles(d, (d / DINOV2_HUB_PTH,)), "hub_pth")
-    return None
+def find_missing(folder: str | os.PathLike | ModelFolder, names: Iterable[str]) -> dict[str, list[str]]:
+    """``{component: missing files}`` for the components of ``names`` that lack files (empty: all there)."""
+    mf = resolve_model_folder(folder)
+    out: dict[str, list[str]] = {}
+    for n in names:
+        _, missing = component_files(n, mf, raise_missing=False)
+        if missing:
+            out[n] = missing
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,36 +147,15 @@ def _dinov2_files(spec: ComponentSpec, d: Path) -> ComponentFiles | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_config(cf: ComponentFiles) -> dict[str, Any]:
-    """The config.json contents of a component (validated by its config reader)."""
-    if cf.spec.location == "dinov2":
-        data = _dinov2_config(cf)
-        source: Path | str = cf.weights.files[0] if cf.weights is not None else cf.folder
-    else:
-        assert cf.config is not None
-        data, source = read_json(cf.config), cf.config
+def read_component_config(cf: ComponentFiles) -> dict[str, Any]:
+    """The architecture settings of a component (``config.json`` contents), validated by its config reader."""
+    data = cf.layout.read_config(cf)
+    source = cf.config if cf.config is not None else (cf.weights.files[0] if cf.weights else cf.folder)
     try:
         cf.spec.read_config(data)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from e
     return data
-
-
-def _dinov2_config(cf: ComponentFiles) -> dict[str, Any]:
-    """Architecture of a DINOv2 file: the ``config`` entry of our file's safetensors metadata, else a
-    ``config.json`` beside it (ours or transformers'), else ``{}`` (the ViT-L/14-reg4 default)."""
-    if cf.fmt == "ours" and cf.weights is not None and cf.weights.fmt == "safetensors":
-        _, meta = read_safetensors_header(cf.weights.files[0])
-        if "config" in meta:
-            try:
-                data = json.loads(meta["config"])
-            except json.JSONDecodeError:
-                raise CheckpointError(f"{cf.weights.files[0]}: the 'config' metadata is not valid JSON") from None
-            if isinstance(data, dict):
-                return data
-    if cf.config is not None:
-        return read_json(cf.config)
-    return {}
 
 
 def _header_entries(spec: ComponentSpec, reader: WeightReader) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -267,7 +175,7 @@ def check_component_keys(spec: ComponentSpec, module: nn.Module, reader: WeightR
             f"{source} does not fit {type(module).__name__} ({spec.name}):\n{diff.report()}\n"
             "The file belongs to another model or another version of it, or the config.json beside it does not "
             "match it. Check that the folder holds the official SyncHuman files (re-download them with "
-            "`python -m synchuman_core.io download <folder>`)."
+            f"`{download_command('<folder>', [spec.name])}`)."
         )
 
 
@@ -291,17 +199,15 @@ def load_component(
     spec = get_spec(name)
     if not spec.is_module:
         raise ConfigError(f"{spec.name!r} is a settings file, not a model; read it with read_component_json()")
-    if not spec.available():
-        raise ConfigError(f"component {spec.name!r} is not implemented in this version of synchuman_core")
     mf = resolve_model_folder(folder)
     cf, _ = component_files(spec, mf)
     assert cf.weights is not None
-    module = build_empty(spec, _read_config(cf), dtype)
+    module = build_empty(spec, read_component_config(cf), dtype)
     target = torch.device(device) if device is not None else torch.device("cpu")
     with WeightReader(cf.weights) as reader:
         source = cf.weights.describe()
-        if cf.fmt in ("hf", "hub_pth"):
-            sd = _dinov2_converted(cf, reader)
+        if cf.converted:  # stored under other key names: convert, then the strict load checks keys and shapes
+            sd = cf.layout.convert_state_dict(cf, {k: v.load() for k, v in reader.lazy_state_dict().items()})
             load_state_dict_strict(module, sd, source=source, device=target)
         else:
             check_component_keys(spec, module, reader, source)
@@ -331,13 +237,6 @@ def _finish(module: nn.Module, device: torch.device, spec: ComponentSpec) -> Non
     module.requires_grad_(False)
 
 
-def _dinov2_converted(cf: ComponentFiles, reader: WeightReader) -> dict[str, torch.Tensor]:
-    """Read a transformers-format or torch.hub ``.pth`` DINOv2 file into our (hub) key names."""
-    from ..encoders.dinov2 import convert_dinov2_state_dict
-
-    return convert_dinov2_state_dict({k: v.load() for k, v in reader.lazy_state_dict().items()})
-
-
 # ---------------------------------------------------------------------------------------------
 # Settings files
 # ---------------------------------------------------------------------------------------------
@@ -350,78 +249,3 @@ def read_component_json(name: str, folder: str | os.PathLike | ModelFolder) -> d
     if cf.config is None:
         raise ConfigError(f"{spec.name!r} has no settings file")
     return read_json(cf.config)
-
-
-# ---------------------------------------------------------------------------------------------
-# Container
-# ---------------------------------------------------------------------------------------------
-
-
-class SyncHumanModels:
-    """The components of one SyncHuman folder, each loaded on first access.
-
-    ``models.joint``, ``models.structure_decoder``, ``models.vae``, ``models.image_encoder``,
-    ``models.dinov2``, ``models.slat_flow``, ``models.mesh_decoder``, ``models.gs_decoder`` (and
-    ``models.text_encoder``, only when asked for). ``unload(name)`` drops one; ``loaded`` lists them.
-    """
-
-    COMPONENTS = ("joint", "structure_decoder", "vae", "image_encoder", "dinov2", "slat_flow", "mesh_decoder",
-                  "gs_decoder", "text_encoder")
-
-    def __init__(
-        self,
-        folder: str | os.PathLike | ModelFolder,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        dtypes: Mapping[str, torch.dtype | None] | None = None,
-    ) -> None:
-        self.folder = resolve_model_folder(folder)
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.dtype = dtype
-        self.dtypes = dict(dtypes or {})
-        self._modules: dict[str, nn.Module] = {}
-        self._prompts: dict[str, torch.Tensor] | None = None
-
-    def get(self, name: str) -> nn.Module:
-        if name not in self.COMPONENTS:
-            raise ConfigError(f"unknown component {name!r}; known: {', '.join(self.COMPONENTS)}")
-        if name not in self._modules:
-            self._modules[name] = load_component(name, self.folder, self.device, self.dtypes.get(name, self.dtype))
-        return self._modules[name]
-
-    def __getattr__(self, name: str) -> nn.Module:
-        if name.startswith("_") or name not in type(self).COMPONENTS:
-            raise AttributeError(name)
-        return self.get(name)
-
-    @property
-    def loaded(self) -> list[str]:
-        return list(self._modules)
-
-    def unload(self, name: str | None = None) -> None:
-        """Forget one component (or all) so that its memory can be freed."""
-        if name is None:
-            self._modules.clear()
-            self._prompts = None
-        else:
-            self._modules.pop(name, None)
-
-    def check(self, names: Iterable[str] | None = None):
-        """Verify the folder's files for ``names`` (default: everything needed to run); see :mod:`.verify`."""
-        from .verify import verify_model_folder
-
-        return verify_model_folder(self.folder, names)
-
-    def prompt_embeds(self) -> dict[str, torch.Tensor]:
-        """The stage-1 view-prompt embeddings ``{"normal", "color"}`` ``[5, 77, D]`` (see :mod:`.prompt_cache`)."""
-        if self._prompts is None:
-            from .prompt_cache import load_prompt_embeds
-
-            self._prompts = load_prompt_embeds(self.folder, self.device)
-        return self._prompts
-
-    def settings(self, name: str) -> dict[str, Any]:
-        return read_component_json(name, self.folder)
-
-    def __repr__(self) -> str:
-        return f"SyncHumanModels({self.folder.describe()!r}, device={self.device}, loaded={self.loaded})"

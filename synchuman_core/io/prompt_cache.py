@@ -21,9 +21,11 @@ from pathlib import Path
 
 import torch
 
+from ..encoders import prompts
 from ..errors import WeightsNotFoundError
 from .files import check_not_lfs_pointer
 from .layout import ModelFolder, resolve_model_folder
+from .loading import download_command, load_component
 
 __all__ = [
     "PROMPT_CACHE_NAME",
@@ -38,7 +40,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROMPT_CACHE_NAME = "synchuman_prompt_embeds.safetensors"
-OFFICIAL_PT_NAMES = {"normal": "normal_embeds.pt", "color": "clr_embeds.pt"}
 OFFICIAL_URL = "https://github.com/xishuxishu/SyncHuman/tree/main/SyncHuman/data/fixed_prompt_embeds_7view"
 
 
@@ -51,7 +52,7 @@ def find_official_prompt_files(folder: str | os.PathLike | ModelFolder) -> tuple
     mf = resolve_model_folder(folder)
     for d in (mf.prompt_dir, mf.base / "fixed_prompt_embeds_7view", mf.prompt_dir / "fixed_prompt_embeds_7view",
               mf.base / "SyncHuman" / "data" / "fixed_prompt_embeds_7view"):
-        n, c = d / OFFICIAL_PT_NAMES["normal"], d / OFFICIAL_PT_NAMES["color"]
+        n, c = d / prompts.OFFICIAL_FILES["normal"], d / prompts.OFFICIAL_FILES["color"]
         if n.is_file() and c.is_file():
             return n, c
     return None
@@ -64,12 +65,11 @@ def prompt_embeds_available(folder: str | os.PathLike | ModelFolder) -> bool:
 
 def save_prompt_embeds(folder: str | os.PathLike | ModelFolder, normal7: torch.Tensor, color7: torch.Tensor) -> Path:
     """Write the folder's cache (written to a temporary name first, then renamed)."""
-    from ..encoders import prompts
+    from ..export.writer import replace_atomically
 
     path = prompt_cache_path(folder)
-    tmp = path.with_name(path.name + ".tmp")
-    prompts.save_prompt_embeds(tmp, normal7, color7)
-    os.replace(tmp, path)
+    # a unique temporary name: two runs computing the cache at once never write into one file
+    replace_atomically(path, lambda tmp: prompts.save_prompt_embeds(tmp, normal7, color7))
     logger.info("cached the view-prompt embeddings in %s", path)
     return path
 
@@ -78,8 +78,6 @@ def compute_prompt_embeds(
     folder: str | os.PathLike | ModelFolder, device: torch.device | str | None = None, *, save: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Recompute ``(normal7, color7)`` with the folder's text encoder; cache them if ``save``."""
-    from ..encoders import prompts
-    from .loading import load_component
 
     mf = resolve_model_folder(folder)
     encoder = load_component("text_encoder", mf, device)
@@ -102,8 +100,6 @@ def load_prompt_embeds(
 
     ``torch.cat([e["normal"], e["color"]])`` is the stage-1 ``[10, 77, D]`` prompt batch.
     """
-    from ..encoders import prompts
-
     mf = resolve_model_folder(folder)
     official = find_official_prompt_files(mf)
     cache = prompt_cache_path(mf)
@@ -132,5 +128,5 @@ def _missing_message(mf: ModelFolder) -> str:
         f"The view-prompt embeddings are not in {mf.prompt_dir}. Either\n"
         f"  - put the official normal_embeds.pt and clr_embeds.pt ({OFFICIAL_URL}) in {mf.prompt_dir}, or\n"
         f"  - download the text encoder (~0.7 GB) so that they are recomputed once:\n"
-        f"      python -m synchuman_core.io download {mf.base} --component text_encoder"
+        f"      {download_command(mf.base, ['text_encoder'])}"
     )

@@ -5,7 +5,7 @@ An entry says where the component sits in the official layout, which files it ne
 device, dtype)``), how the file keys map onto the module (keys dropped or renamed on purpose), what
 to download, and a tiny official-format config for :mod:`synchuman_core.io.tiny`. Classes are named
 by ``"module:attribute"`` strings and imported only when used, so the registry loads without torch
-models and a component whose module is absent is simply unavailable.
+models. Where the files sit and how they are read is the entry's ``file_format`` (:mod:`.formats`).
 
 Adding a component = adding one entry to ``COMPONENTS``.
 """
@@ -41,12 +41,15 @@ __all__ = [
     "STAGE1",
     "STAGE2",
     "DEFAULT_COMPONENTS",
+    "HALF_MODES",
+    "RUN_COMPONENTS",
+    "STEPS",
+    "ComponentSize",
+    "components_for",
     "get_spec",
     "import_object",
+    "model_names",
 ]
-
-HF_REPO_ID = "xishushu/SyncHuman"
-DINOV2_HF_REPO_ID = "facebook/dinov2-with-registers-large"
 
 _TRELLIS = ("model",)
 _DIFFUSERS = ("diffusion_pytorch_model",)
@@ -59,12 +62,45 @@ def import_object(path: str) -> Any:
     return getattr(importlib.import_module(mod), attr)
 
 
+#: The pipeline's steps in run order, each with the stage event that closes it (the ``on_stage_done``
+#: names of :mod:`synchuman_core.pipeline`). A component's ``steps`` say where it runs; the memory tiers,
+#: the estimate and the nodes derive which components to load, keep or offload from them.
+STEPS: dict[str, str] = {
+    "conditioning": "conditioning",
+    "stage1_sampling": "stage1",
+    "stage1_decode": "stage1",
+    "stage2_slat": "stage2",
+    "stage2_features": "stage2",
+    "stage2_gaussians": "stage2",
+    "stage2_mesh": "stage2",
+}
+
+#: Half-precision behaviour of a model component (``ComponentSpec.half``):
+#: ``"cast"``: built entirely in the run's half dtype (fp16/bf16) when the run is in half precision;
+#: ``"mixed"``: the official TRELLIS constructor mix whatever the run's dtype (``use_fp16``: fp16 torso,
+#: fp32 norms and I/O layers); in fp32 runs every component is fp32.
+HALF_MODES = ("cast", "mixed")
+
+
+@dataclass(frozen=True)
+class ComponentSize:
+    """Parameter elements of one model component at real size: ``params`` in total, of which
+    ``half_params`` are fp16 in the official constructor (TRELLIS ``use_fp16``), plus ``buffers``
+    elements of persistent buffers (they follow the module dtype). Counts from the official
+    checkpoints' safetensors headers (``docs/ARCHITECTURE.md``)."""
+
+    params: int
+    half_params: int = 0
+    buffers: int = 0
+
+
 @dataclass(frozen=True)
 class ComponentSpec:
     """One model component (or one settings file) of the official checkpoint.
 
     ``subdir`` is relative to the folder that holds ``OneStage/`` and ``SecondStage/`` (the HF repo's
-    ``ckpts/``); ``location="dinov2"`` places the files in ``<root>/dinov2/`` instead.
+    ``ckpts/``). ``file_format`` (``"module:attribute"``) names the object that finds, reads, fetches
+    and writes the files (:mod:`.formats`; default: the official repository layout).
     ``weight_stems``: weight file stems, searched as safetensors (single or sharded) and, when
     ``allow_bin``, as ``.bin``. ``files``: other files that must exist (besides ``config_file``).
     The module is built either by ``model_class(config_class.from_official(json), device=, dtype=)``
@@ -72,6 +108,11 @@ class ComponentSpec:
     in (recreating non-persistent buffers that a meta build leaves empty).
     ``drop_keys``/``rename_keys``: regular expressions over file keys for keys that the official
     loader drops or renames (each documented on the entry); nothing else is tolerated.
+
+    How a run uses a model (the one component table the loaders, memory tiers, estimate and nodes derive
+    their lists from): ``steps`` (names of :data:`STEPS`) it runs in; ``half`` (:data:`HALF_MODES`) its
+    half-precision behaviour; ``offload_after``: the stage events after which the ``offload`` residency
+    moves it off the GPU; ``size``: its real parameter counts (:class:`ComponentSize`).
     """
 
     name: str
@@ -87,7 +128,7 @@ class ComponentSpec:
     builder: str | None = None
     post_load: str | None = None
     optional: bool = False
-    location: str = "ckpts"
+    file_format: str = "synchuman_core.io.formats:OFFICIAL"
     drop_keys: tuple[str, ...] = ()
     rename_keys: tuple[tuple[str, str], ...] = ()
     approx_bytes: int = 0
@@ -95,6 +136,18 @@ class ComponentSpec:
     tiny_weight_name: str | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # -- how a run uses it (models only) -----------------------------------------------------
+    steps: tuple[str, ...] = ()
+    half: str | None = None
+    offload_after: tuple[str, ...] = ()
+    size: ComponentSize | None = None
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.steps if s not in STEPS]
+        if bad or (self.half is not None and self.half not in HALF_MODES):
+            raise ConfigError(f"component {self.name!r}: unknown steps {bad} or half mode {self.half!r}")
+        if self.offload_after and not set(self.offload_after) <= set(STEPS.values()):
+            raise ConfigError(f"component {self.name!r}: offload_after names unknown stage events {self.offload_after}")
 
     # -- files -------------------------------------------------------------------------------
     @property
@@ -118,52 +171,11 @@ class ComponentSpec:
             return self.tiny_weight_name
         return f"{self.weight_stems[0]}.safetensors" if self.weight_stems else None
 
-    def repo_prefix(self) -> str:
-        """Path prefix of this component inside the HF repository."""
-        return f"ckpts/{self.subdir}"
-
-    def cli_include(self) -> str:
-        """One ``--include`` glob for ``hf download`` (the component's folder, or its single file)."""
-        if self.has_weights or "/" in self.subdir:
-            return f"{self.repo_prefix()}/*"
-        return f"{self.repo_prefix()}/{self.config_file}"
-
-    def download_patterns(self, *, bin_files: bool = False) -> list[str]:
-        """``allow_patterns`` for ``snapshot_download``: the settings files and the weights.
-
-        Safetensors only (single file, index and shards) unless ``bin_files``, which asks for the
-        ``.bin`` variants instead (the fallback when a folder turns out to have no safetensors).
-        """
-        if self.location != "ckpts":
-            return []
-        prefix = self.repo_prefix()
-        out = [f"{prefix}/{f}" for f in self.required_files()]
-        ext = "bin" if bin_files else "safetensors"
-        if bin_files and not self.allow_bin:
-            return out
-        for stem in self.weight_stems:
-            out += [f"{prefix}/{stem}.{ext}", f"{prefix}/{stem}.{ext}.index.json", f"{prefix}/{stem}-*-of-*.{ext}"]
-        return out
+    def layout(self) -> Any:
+        """The file-format object of this component (:class:`synchuman_core.io.formats.OfficialLayout` or a subclass)."""
+        return import_object(self.file_format)
 
     # -- classes -----------------------------------------------------------------------------
-    def _paths(self) -> list[str]:
-        return [p for p in (self.config_class, self.model_class, self.builder, self.post_load) if p]
-
-    def available(self) -> bool:
-        """True if everything this entry names imports (the module may not be written yet)."""
-        if not self.is_module:
-            return True
-        try:
-            for p in self._paths():
-                import_object(p)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("synchuman_core"):
-                return False
-            raise
-        except AttributeError:
-            return False
-        return True
-
     def read_config(self, official: dict[str, Any]) -> Any:
         """The typed config for ``official`` (config.json contents); builders validate their own."""
         if self.config_class is None:
@@ -227,6 +239,8 @@ _add(ComponentSpec(
     approx_bytes=int(3.41 * _GB),
     tiny_config=TINY_JOINT,
     notes="diffusers ModelMixin layout; EMA weights (step 42,500); 1,397 keys incl. the pos_emb buffer.",
+    steps=("stage1_sampling",), half="cast", offload_after=("stage1",),
+    size=ComponentSize(1_699_469_580, 0, 4_194_304),  # + pos_emb buffer [4096, 1024]
 ))
 _add(ComponentSpec(
     name="structure_decoder",
@@ -238,6 +252,8 @@ _add(ComponentSpec(
     model_class="synchuman_core.stage1.structure_decoder:SparseStructureDecoder",
     approx_bytes=int(0.15 * _GB),
     tiny_config=TINY_STRUCTURE_DECODER,
+    steps=("stage1_decode",), half="mixed", offload_after=("stage1",),
+    size=ComponentSize(73_671_201, 73_549_696),
 ))
 _add(ComponentSpec(
     name="vae",
@@ -257,6 +273,8 @@ _add(ComponentSpec(
     ),
     tiny_config=TINY_VAE,
     tiny_weight_name="diffusion_pytorch_model.safetensors",
+    steps=("conditioning", "stage1_decode"), half="cast", offload_after=("stage1",),
+    size=ComponentSize(83_653_863),
 ))
 _add(ComponentSpec(
     name="image_encoder",
@@ -272,6 +290,8 @@ _add(ComponentSpec(
     drop_keys=(r"vision_model\.embeddings\.position_ids",),
     tiny_config=TINY_IMAGE_ENCODER,
     tiny_weight_name="model.safetensors",
+    steps=("conditioning",), half="cast", offload_after=("conditioning",),
+    size=ComponentSize(632_076_800),
 ))
 _add(ComponentSpec(
     name="feature_extractor",
@@ -296,6 +316,7 @@ _add(ComponentSpec(
     drop_keys=(r"text_model\.embeddings\.position_ids",),
     tiny_config=TINY_TEXT_ENCODER,
     tiny_weight_name="model.safetensors",
+    half="cast", size=ComponentSize(340_387_840),
 ))
 _add(ComponentSpec(
     name="pipeline_stage1",
@@ -310,7 +331,7 @@ _add(ComponentSpec(
     name="dinov2",
     title="DINOv2 ViT-L/14 with registers (image conditioning, both stages)",
     subdir="dinov2",
-    location="dinov2",
+    file_format="synchuman_core.io.dinov2_files:DINOV2_FILES",
     stage=0,
     config_file=None,
     weight_stems=("dinov2_vitl14_reg4",),
@@ -322,6 +343,11 @@ _add(ComponentSpec(
     "names); also accepted: the transformers files of facebook/dinov2-with-registers-large (model.safetensors + "
     "config.json) and torch.hub's dinov2_vitl14_reg4_pretrain.pth.",
     tiny_weight_name="dinov2_vitl14_reg4.safetensors",
+    steps=("conditioning", "stage2_slat", "stage2_features"), offload_after=("conditioning", "stage2"),
+    # fp16 in half-precision runs (official stage 1): on the tiny checkpoint its fp16 output differs from fp32 by
+    # 1.5e-3 relative L2 (bf16: 9.5e-3), see docs/PERFORMANCE.md "DINOv2 precision".
+    half="cast",
+    size=ComponentSize(304_372_736),
 ))
 _add(ComponentSpec(
     name="slat_flow",
@@ -333,6 +359,8 @@ _add(ComponentSpec(
     model_class="synchuman_core.stage2.slat_flow:SLatFlowModel",
     approx_bytes=int(1.21 * _GB),
     tiny_config=TINY_SLAT_FLOW,
+    steps=("stage2_slat",), half="mixed", offload_after=("stage2",),
+    size=ComponentSize(600_432_520, 599_014_144),
 ))
 _add(ComponentSpec(
     name="mesh_decoder",
@@ -344,6 +372,8 @@ _add(ComponentSpec(
     model_class="synchuman_core.stage2.decoders:SLatMeshDecoder",
     approx_bytes=int(0.92 * _GB),
     tiny_config=TINY_MESH_DECODER,
+    steps=("stage2_mesh",), half="mixed", offload_after=("stage2",),
+    size=ComponentSize(457_976_421, 449_566_560),
 ))
 _add(ComponentSpec(
     name="gs_decoder",
@@ -355,6 +385,8 @@ _add(ComponentSpec(
     model_class="synchuman_core.stage2.decoders:SLatGaussianDecoder",
     approx_bytes=int(0.91 * _GB),
     tiny_config=TINY_GS_DECODER,
+    steps=("stage2_gaussians",), half="mixed", offload_after=("stage2",),
+    size=ComponentSize(452_418_752, 443_676_672, 96),  # + offset_perturbation [32, 3]
 ))
 _add(ComponentSpec(
     name="pipeline_stage2",
@@ -366,11 +398,28 @@ _add(ComponentSpec(
     tiny_config=OFFICIAL_STAGE2_PIPELINE,
 ))
 
-STAGE1 = ("joint", "structure_decoder", "vae", "image_encoder", "feature_extractor", "pipeline_stage1", "dinov2")
-STAGE2 = ("slat_flow", "mesh_decoder", "gs_decoder", "pipeline_stage2", "dinov2")
+# Components (models and settings files) each stage needs, from the entries' ``stage`` (0: both stages).
+STAGE1 = tuple(n for n, s in COMPONENTS.items() if s.stage in (0, 1) and not s.optional)
+STAGE2 = tuple(n for n, s in COMPONENTS.items() if s.stage in (0, 2) and not s.optional)
 # What "everything needed to run" means (the text encoder only when prompt embeddings are recomputed).
 DEFAULT_COMPONENTS = tuple(dict.fromkeys(STAGE1 + STAGE2))
-MODEL_COMPONENTS = tuple(n for n, s in COMPONENTS.items() if s.is_module)
+
+
+def model_names() -> tuple[str, ...]:
+    """Every component that is a model (not a settings file), in registry order."""
+    return tuple(n for n, s in COMPONENTS.items() if s.is_module)
+
+
+#: The models a reconstruction runs (every model that some pipeline step uses), in registry order.
+RUN_COMPONENTS = tuple(n for n, s in COMPONENTS.items() if s.is_module and s.steps)
+
+
+def components_for(*steps: str) -> tuple[str, ...]:
+    """The models that run in any of ``steps`` (names of :data:`STEPS`), in registry order."""
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ConfigError(f"unknown pipeline steps {unknown}; known: {', '.join(STEPS)}")
+    return tuple(n for n in RUN_COMPONENTS if set(COMPONENTS[n].steps) & set(steps))
 
 
 def get_spec(name: str | ComponentSpec) -> ComponentSpec:

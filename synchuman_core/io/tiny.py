@@ -5,12 +5,12 @@
 ``OUT_DIR/prompt_embeds/``) with official-format configs holding tiny values
 (:mod:`.tiny_configs`), the official settings files, and safetensors weights drawn from our own
 modules built with those configs. Loading it goes through exactly the code path of the real
-checkpoint. Each component comes from its registry entry (:mod:`.registry`); components whose module
-is not importable are skipped and listed.
+checkpoint. Each component comes from its registry entry (:mod:`.registry`) and is written by its file
+format (:mod:`.formats`).
 
-Weights follow the fixture generator's rules (:func:`synchuman_core.parity.fixgen.gen_param`: seeded
-per key, ``z / sqrt(fan_in)`` for matrices, ``1 + 0.1 z`` for scales, ``0.1 z`` for biases), so outputs
-are finite and deterministic.
+Weights follow the seeded rule of :mod:`.seeded` (the parity fixtures' rule: seeded per key,
+``z / sqrt(fan_in)`` for matrices, ``1 + 0.1 z`` for scales, ``0.1 z`` for biases), so outputs are
+finite and deterministic.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import json
 import logging
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..parity.fixgen import gen_param
-from .layout import DINOV2_DIR, ModelFolder
-from .registry import COMPONENTS, DINOV2_HF_REPO_ID, HF_REPO_ID, ComponentSpec, get_spec
+from .dinov2_files import DINOV2_HF_REPO_ID
+from .layout import HF_REPO_ID, ModelFolder
+from .prompt_cache import save_prompt_embeds
+from .registry import COMPONENTS, ComponentSpec, get_spec
+from .seeded import gen_param
 from .tiny_configs import TINY_CROSS_DIM
 
 __all__ = ["TinyCheckpoint", "tiny_model", "write_tiny_checkpoint", "write_tiny_dinov2_hf", "write_tiny_hub", "main"]
@@ -99,70 +100,16 @@ def tiny_state_dict(name: str, seed: int) -> dict[str, torch.Tensor]:
     return _state_dict(model)
 
 
-def _save(sd: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> int:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(path), metadata={"format": "pt", **(metadata or {})})
-    return path.stat().st_size
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-def hf_dinov2_config(cfg: Any) -> dict[str, Any]:
-    """A transformers ``Dinov2WithRegistersConfig`` dict for our DINOv2 config (as on the HF hub)."""
-    return {
-        "architectures": ["Dinov2WithRegistersModel"],
-        "model_type": "dinov2_with_registers",
-        "hidden_size": cfg.embed_dim,
-        "num_hidden_layers": cfg.depth,
-        "num_attention_heads": cfg.num_heads,
-        "mlp_ratio": cfg.mlp_ratio,
-        "patch_size": cfg.patch_size,
-        "image_size": cfg.img_size,
-        "num_register_tokens": cfg.num_register_tokens,
-        "num_channels": cfg.in_chans,
-        "qkv_bias": cfg.qkv_bias,
-        "layer_norm_eps": cfg.layer_norm_eps,
-        "hidden_act": "gelu",
-        "layerscale_value": 1.0,
-        "drop_path_rate": 0.0,
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-        "initializer_range": 0.02,
-        "use_swiglu_ffn": False,
-        "torch_dtype": "float32",
-    }
-
-
 def write_tiny_dinov2_hf(out_dir: str | Path, seed: int = 0) -> Path:
-    """The tiny DINOv2 in the transformers format of ``facebook/dinov2-with-registers-large``."""
-    from ..encoders.dinov2 import hub_to_hf_keys
-
-    out = Path(out_dir)
+    """The tiny DINOv2 in the transformers format (``config.json`` + ``model.safetensors``) in ``out_dir``."""
     spec = get_spec("dinov2")
-    _write_json(out / "config.json", hf_dinov2_config(spec.read_config(spec.tiny_config)))
-    _save(hub_to_hf_keys(dict(tiny_state_dict("dinov2", seed))), out / "model.safetensors")
-    return out
+    spec.layout().write_dir(spec, Path(out_dir), tiny_state_dict("dinov2", seed), spec.tiny_config, "hf")
+    return Path(out_dir)
 
 
-def _write_component(spec: ComponentSpec, mf: ModelFolder, seed: int, dinov2_format: str) -> int:
-    if spec.location == "dinov2":
-        d = mf.base / DINOV2_DIR
-        if dinov2_format == "hf":
-            write_tiny_dinov2_hf(d, seed)
-            return (d / "model.safetensors").stat().st_size
-        return _save(tiny_state_dict(spec.name, seed), d / str(spec.default_weight_name()),
-                     {"config": json.dumps(spec.tiny_config)})
-    d = mf.path(spec.subdir)
-    if spec.config_file:
-        _write_json(d / spec.config_file, spec.tiny_config)
-    if not spec.is_module:
-        return 0
-    return _save(tiny_state_dict(spec.name, seed), d / str(spec.default_weight_name()))
+def _write_component(spec: ComponentSpec, mf: ModelFolder, seed: int, variants: Mapping[str, str]) -> int:
+    sd = tiny_state_dict(spec.name, seed) if spec.is_module else None
+    return spec.layout().write(spec, mf, sd, spec.tiny_config, variants.get(spec.name))
 
 
 def write_tiny_checkpoint(
@@ -171,14 +118,15 @@ def write_tiny_checkpoint(
     components: Iterable[str] | None = None,
     seed: int = 0,
     flat: bool = False,
-    dinov2_format: str = "ours",
+    variants: Mapping[str, str] | None = None,
     prompt_embeds: bool = True,
 ) -> TinyCheckpoint:
     """Write a tiny checkpoint to ``out_dir`` (HF snapshot layout ``ckpts/...``, or ``flat``: ``OneStage/...``).
 
     ``components`` defaults to every registry entry with a tiny config (text encoder included);
-    ``dinov2_format``: ``"ours"`` (``dinov2/dinov2_vitl14_reg4.safetensors``) or ``"hf"`` (transformers
-    files). ``prompt_embeds`` writes a random prompt-embedding cache (``prompt_embeds/``).
+    ``variants``: ``{component: file variant}`` for components whose format has several (e.g.
+    ``{"dinov2": "hf"}``: the transformers files instead of ours; see :mod:`.dinov2_files`).
+    ``prompt_embeds`` writes a random prompt-embedding cache (``prompt_embeds/``).
     """
     base = Path(out_dir)
     mf = ModelFolder(base, base if flat else base / "ckpts")
@@ -189,14 +137,9 @@ def write_tiny_checkpoint(
         if spec.tiny_config is None:
             result.skipped[name] = "no tiny config"
             continue
-        if not spec.available():
-            result.skipped[name] = f"module {spec.builder or spec.model_class} not available"
-            continue
-        result.weight_bytes += _write_component(spec, mf, seed, dinov2_format)
+        result.weight_bytes += _write_component(spec, mf, seed, variants or {})
         result.written.append(name)
     if prompt_embeds:
-        from .prompt_cache import save_prompt_embeds
-
         g = torch.Generator().manual_seed(seed)
         normal7, color7 = (torch.randn(7, 77, TINY_CROSS_DIM, generator=g).half() for _ in range(2))
         save_prompt_embeds(mf, normal7, color7)
@@ -214,7 +157,7 @@ def write_tiny_hub(root: str | Path, seed: int = 0, components: Iterable[str] | 
     """
     root = Path(root)
     sync = root / HF_REPO_ID.replace("/", "--")
-    names = [n for n in (components or COMPONENTS) if COMPONENTS[n].location == "ckpts"]
+    names = [n for n in (components or COMPONENTS) if get_spec(n).layout().repo_id == HF_REPO_ID]
     write_tiny_checkpoint(sync, components=names, seed=seed, prompt_embeds=False)
     (sync / "README.md").write_text("---\nlicense: unknown\n---\n# tiny stand-in of the SyncHuman weights\n")
     dino = write_tiny_dinov2_hf(root / DINOV2_HF_REPO_ID.replace("/", "--"), seed)
@@ -226,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--flat", action="store_true", help="write OneStage/ and SecondStage/ without the ckpts/ level")
-    ap.add_argument("--dinov2-format", choices=("ours", "hf"), default="ours")
+    ap.add_argument("--variant", action="append", default=[], metavar="COMPONENT=VARIANT",
+                    help="file variant of a component whose format has several, e.g. dinov2=hf (repeatable)")
     ap.add_argument("--components", default=None, help="comma-separated subset (default: all)")
     ap.add_argument("--no-prompt-embeds", action="store_true")
     ap.add_argument("--force", action="store_true", help="delete OUT_DIR first if it exists")
@@ -238,8 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         shutil.rmtree(args.out_dir)
     comps = args.components.split(",") if args.components else None
+    bad = [v for v in args.variant if "=" not in v]
+    if bad:
+        sys.stderr.write(f"--variant takes COMPONENT=VARIANT, got {bad[0]!r}\n")
+        return 2
     res = write_tiny_checkpoint(args.out_dir, components=comps, seed=args.seed, flat=args.flat,
-                                dinov2_format=args.dinov2_format, prompt_embeds=not args.no_prompt_embeds)
+                                variants=dict(v.split("=", 1) for v in args.variant), prompt_embeds=not args.no_prompt_embeds)
     sys.stdout.write(f"wrote {', '.join(res.written)} to {args.out_dir} ({res.weight_bytes / 1e6:.1f} MB of weights)\n")
     if res.skipped:
         sys.stdout.write("skipped: " + "; ".join(f"{k} ({v})" for k, v in res.skipped.items()) + "\n")

@@ -5,7 +5,7 @@ dicts) with small values, so that a tiny checkpoint goes through exactly the loa
 one. Widths are chained as in the real model: the prompt width is the UNet's ``cross_attention_dim``,
 the DINOv2 width is every ``cond_channels``, twice the CLIP projection is the class-embedding input.
 
-The ``OFFICIAL_*`` dicts are the values of the released settings files (ARCHITECTURE.md §5, §6.4, §10).
+The ``OFFICIAL_*`` dicts are the values of the released settings files (docs/ARCHITECTURE.md §5, §6.4, §10).
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ TINY_GS_DECODER = _tiny_decoder("SLatGaussianDecoder", _TINY_GS_REPRESENTATION)
 # Official settings files (values of the released checkpoint)
 # ---------------------------------------------------------------------------------------------
 
-# ckpts/OneStage/feature_extractor/preprocessor_config.json (CLIPImageProcessor, ARCHITECTURE §6.4)
+# ckpts/OneStage/feature_extractor/preprocessor_config.json (CLIPImageProcessor, docs/ARCHITECTURE.md §6.4)
 OFFICIAL_PREPROCESSOR_CONFIG: dict[str, Any] = {
     "crop_size": {"height": 224, "width": 224},
     "do_center_crop": True,
@@ -282,7 +282,7 @@ OFFICIAL_STAGE1_PIPELINE: dict[str, Any] = {
     },
 }
 
-# ckpts/SecondStage/pipeline.json: stage-2 sampler and SLat normalisation (ARCHITECTURE §5.2).
+# ckpts/SecondStage/pipeline.json: stage-2 sampler and SLat normalisation (docs/ARCHITECTURE.md §5.2).
 OFFICIAL_STAGE2_PIPELINE: dict[str, Any] = {
     "name": "SyncHumanTwoStagePipeline",
     "args": {

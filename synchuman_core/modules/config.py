@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections.abc as collections_abc
 import dataclasses
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
 
-__all__ = ["config_from_official"]
+__all__ = ["check_value_type", "config_from_official"]
 
 T = TypeVar("T")
 
@@ -64,4 +67,58 @@ def config_from_official(
     ]
     if missing:
         raise ConfigError(f"{cls.__name__}: config lacks required keys {missing}")
-    return cls(**kwargs)
+    hints = _type_hints(cls)
+    wrong = [f"{k}={v!r} (expected {_type_name(hints[k])})" for k, v in kwargs.items()
+             if k in hints and not check_value_type(v, hints[k])]
+    if wrong:
+        raise ConfigError(f"{cls.__name__}: config values of the wrong type: {', '.join(wrong)}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{cls.__name__}: invalid config values ({e})") from None
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: no type check, the constructor still validates
+        return {}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_value_type(value: Any, tp: Any) -> bool:
+    """Does a JSON value fit the annotation ``tp``? ``int`` refuses ``bool`` and ``float`` accepts ``int``;
+    ``list[int]``/``tuple[...]`` check their items; unions, ``Optional`` and ``Literal`` are understood;
+    anything else (``Any``, classes) is accepted (the constructor validates it)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any or tp is object:
+        return True
+    if tp is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(check_value_type(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, collections_abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(args) == len(value) and all(check_value_type(v, a) for v, a in zip(value, args))
+        return not args or all(check_value_type(v, args[0]) for v in value)
+    if origin in (dict, collections_abc.Mapping):
+        return isinstance(value, Mapping)
+    return True

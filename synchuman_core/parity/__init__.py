@@ -25,7 +25,7 @@ from ..errors import ParityError
 
 __all__ = ["Comparison", "Fixture", "component_of", "run_fixture", "DEFAULT_TOLERANCE"]
 
-# FIXTURES.md §6, relative to the reference output's absmax.
+# tests/reference/FIXTURES.md §6, relative to the reference output's absmax.
 DEFAULT_TOLERANCE = {
     "DualCrossAttentionMV": 1e-5,
     "DualCrossAttentionSS": 1e-5,
@@ -88,6 +88,15 @@ class Fixture:
     def meta(self) -> dict:
         p = self.path / "meta.json"
         return json.loads(p.read_text()) if p.exists() else {}
+
+    @property
+    def seed(self) -> int:
+        """The fixgen seed the fixture was made with (``meta.json``'s ``seed``): weights and inputs that are
+        not stored are regenerated with it."""
+        seed = self.meta.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ParityError(f"fixture {self.path.name}: meta.json records no integer 'seed' (got {seed!r})")
+        return seed
 
     def _load(self, name: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file

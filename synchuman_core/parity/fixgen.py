@@ -1,50 +1,21 @@
-"""Deterministic random weights and inputs, bit-compatible with the fixtures' generator.
+"""Fixture weights and inputs: the shared seeded rule (:mod:`synchuman_core.io.seeded`) plus checksums.
 
-The rules (documented with the official fixtures, re-implemented here): for a parameter ``key`` of
-``shape`` under ``seed``, draw ``z ~ N(0,1)`` float32 from numpy's PCG64 seeded with
-``crc32(f"{seed}:{key}")``, then
-
-* ``key`` ends with ``.gamma``, or 1-D and ends with ``.weight`` -> ``1 + 0.1 z``
-* other 1-D (biases, ...)                                        -> ``0.1 z``
-* ``ndim >= 2``                                                  -> ``z / sqrt(prod(shape[1:]))``
-
-Inputs use ``crc32(f"input:{seed}:{name}")``. Buffers keep the values their module computes.
+:func:`gen_param` / :func:`gen_input` are bit-compatible with the fixtures' generator; :func:`fill_model`
+fills a module by that rule; :func:`checksums` / :func:`verify_checksums` compare regenerated weights with
+a fixture's ``weights_checksums.json``.
 """
 
 from __future__ import annotations
 
-import math
-import zlib
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ParityError
+from ..io.seeded import gen_input, gen_param
 
 __all__ = ["checksums", "fill_model", "gen_input", "gen_param", "verify_checksums"]
-
-
-def _normal(seed_string: str, shape: Sequence[int]) -> np.ndarray:
-    sk = zlib.crc32(seed_string.encode("utf-8"))
-    return np.random.Generator(np.random.PCG64(sk)).standard_normal(size=tuple(shape), dtype=np.float32)
-
-
-def gen_param(key: str, shape: Sequence[int], seed: int) -> torch.Tensor:
-    z = _normal(f"{seed}:{key}", shape)
-    if key.endswith(".gamma") or (len(shape) == 1 and key.endswith(".weight")):
-        w = np.float32(1.0) + np.float32(0.1) * z
-    elif len(shape) <= 1:
-        w = np.float32(0.1) * z
-    else:
-        w = z / np.float32(math.sqrt(int(np.prod(shape[1:]))))
-    return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
-
-
-def gen_input(name: str, shape: Sequence[int], seed: int, scale: float = 1.0) -> torch.Tensor:
-    z = _normal(f"input:{seed}:{name}", shape)
-    return torch.from_numpy(np.ascontiguousarray(z * np.float32(scale), dtype=np.float32))
 
 
 @torch.no_grad()

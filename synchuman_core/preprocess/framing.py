@@ -1,4 +1,4 @@
-"""Framing of the RGBA cut-out for the two branches (ARCHITECTURE §9), reproducing the official pixels.
+"""Framing of the RGBA cut-out for the two branches (docs/ARCHITECTURE.md §9), reproducing the official pixels.
 
 * Multiview branch (stage-1 UNet, CLIP, VAE): tight box of ``alpha > 0`` cropped with the official PIL
   off-by-one, longer side resized to 768 (bicubic), centred on a transparent 768x768 canvas, composited on
@@ -39,6 +39,9 @@ DINO_ALPHA_THRESHOLD = 0.8 * 255
 DINO_MARGIN = 1.2
 #: Smallest subject box (pixels, each side) we accept; smaller "persons" are input mistakes.
 MIN_SUBJECT_SIZE = 8
+#: Smallest longer side of the subject box: the framing scales it to 768, so fewer pixels than this carry
+#: no usable person (a figure a few pixels tall on a large canvas is refused with its size).
+MIN_SUBJECT_LONG_SIDE = 32
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -50,14 +53,16 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
 
 
-def _check_subject(box: tuple[int, int, int, int] | None, what: str) -> tuple[int, int, int, int]:
+def _check_subject(box: tuple[int, int, int, int] | None, what: str,
+                   min_long: int = MIN_SUBJECT_LONG_SIDE) -> tuple[int, int, int, int]:
     if box is None:
         raise InputImageError(f"no pixel of the person is {what}: check the mask / alpha channel")
     w, h = box[2] - box[0] + 1, box[3] - box[1] + 1
-    if min(w, h) < MIN_SUBJECT_SIZE:
+    if min(w, h) < MIN_SUBJECT_SIZE or max(w, h) < min_long:
         raise InputImageError(
-            f"the person ({what}) covers only {w}x{h} pixels; give a larger image or a mask that covers the "
-            f"whole person (at least {MIN_SUBJECT_SIZE} pixels each side, ideally 512 or more pixels tall)"
+            f"the person ({what}) covers only {w}x{h} pixels, too small to reconstruct; give a larger image or a "
+            f"mask that covers the whole person (at least {MIN_SUBJECT_SIZE} pixels each side and "
+            f"{max(min_long, MIN_SUBJECT_SIZE)} on the longer one; ideally 512 or more pixels tall)"
         )
     return box
 
@@ -105,7 +110,8 @@ def dino_crop_box(rgba: Image.Image) -> tuple[float, float, float, float]:
     Float coordinates; PIL's ``crop`` rounds them (half to even) and pads outside with transparent black.
     """
     alpha = np.asarray(rgba.getchannel("A"))
-    box = _check_subject(_bbox(alpha > DINO_ALPHA_THRESHOLD), "opaque (alpha > 0.8)")
+    # the visible person was size-checked by the multiview framing; here only a usable opaque core is needed
+    box = _check_subject(_bbox(alpha > DINO_ALPHA_THRESHOLD), "opaque (alpha > 0.8)", min_long=MIN_SUBJECT_SIZE)
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     side = int(max(x1 - x0, y1 - y0) * DINO_MARGIN)

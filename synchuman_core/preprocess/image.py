@@ -7,8 +7,13 @@ CMYK, ...); arrays / tensors ``[H, W]``, ``[H, W, C]`` (C = 1 gray, 2 gray+alpha
 Accepted masks: the same containers, one channel, 1 = person (``mask_is_inverted=True`` for ComfyUI's
 ``LoadImage`` MASK, which is ``1 - alpha``). A mask replaces the image's own alpha.
 
-There is no background removal: an image without transparency and without a mask is an
-:class:`~synchuman_core.errors.InputImageError` telling the user what to connect.
+Without a mask, an image whose alpha channel is missing or 255 everywhere needs its background removed:
+with a :class:`~synchuman_core.preprocess.background.BackgroundRemover` (``background=``) this is done as the
+official pipeline does it (RGB, longer side <= 1024 LANCZOS, rembg); without one it is an
+:class:`~synchuman_core.errors.InputImageError` telling the user what to give.
+
+Large inputs are cropped to the person (the box of ``alpha > 0``, placed at even offsets so the framing's
+rounding is unchanged) *before* any downscaling, so a small person on a huge canvas keeps its pixels.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from PIL import Image
 
 from ..errors import InputImageError
 
-__all__ = ["MAX_SIDE", "to_rgba"]
+__all__ = ["MAX_SIDE", "image_alpha", "to_rgba"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +35,9 @@ MAX_SIDE = 4096
 MASK_ASPECT_TOLERANCE = 0.02
 
 _NO_CUTOUT_HELP = (
-    "SyncHuman needs the person cut out from the background: give an RGBA image whose alpha channel is "
-    "0 on the background (e.g. a PNG exported from a background-removal tool), or connect a MASK that is 1 "
-    "on the person (a background-removal / segmentation node's output)."
+    "SyncHuman needs the person cut out from the background: turn background removal on, give an image whose "
+    "alpha channel is 0 on the background (a PNG with a transparent background), or give a mask that is 1 on "
+    "the person."
 )
 
 
@@ -164,11 +169,41 @@ def _fit_mask(alpha: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(alpha, "L").resize((width, height), Image.Resampling.BILINEAR))
 
 
-def to_rgba(image, mask=None, *, mask_is_inverted: bool = False) -> Image.Image:
+def image_alpha(image) -> np.ndarray | None:
+    """The image's own alpha channel as uint8 ``[H, W]`` (None without one); any supported container/mode."""
+    if isinstance(image, Image.Image):
+        if "A" not in image.getbands() and not (image.mode == "P" and "transparency" in image.info):
+            return None
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        return np.asarray(rgba.getchannel("A"))
+    arr = _image_hwc(image)
+    if arr.shape[-1] not in (2, 4):
+        return None
+    return _to_uint8(np.ascontiguousarray(arr[:, :, -1]), "alpha channel")
+
+
+def _crop_to_subject(rgba: Image.Image) -> Image.Image:
+    """Crop to the box of ``alpha > 0`` with even offsets (identical framing: see the module docstring)."""
+    alpha = np.asarray(rgba.getchannel("A"))
+    cols = np.flatnonzero(alpha.any(axis=0))
+    rows = np.flatnonzero(alpha.any(axis=1))
+    if cols.size == 0:
+        return rgba
+    # even offsets keep PIL's round-half-even crop boxes; a 2 px margin (transparent outside the image, as
+    # PIL's crop pads) keeps the cut-out recognisable as one (never alpha 255 everywhere)
+    x0, y0 = (int(cols[0]) & ~1) - 2, (int(rows[0]) & ~1) - 2
+    box = (x0, y0, int(cols[-1]) + 3, int(rows[-1]) + 3)
+    return rgba.crop(box)
+
+
+def to_rgba(image, mask=None, *, mask_is_inverted: bool = False, background=None) -> Image.Image:
     """One RGBA cut-out (``PIL.Image``, mode RGBA, 8-bit) from an image and an optional person mask.
 
+    ``background``: a :class:`~synchuman_core.preprocess.background.BackgroundRemover` used, as in the
+    official pipeline, when there is no mask and the image's alpha is missing or 255 everywhere.
     Raises :class:`InputImageError` when the input cannot be used: unsupported type/shape/dtype, NaN,
-    no transparency and no mask, an empty mask, a fully opaque mask, a mask of another aspect ratio.
+    no transparency and no mask (and no background removal), an empty mask, a fully opaque mask, a mask of
+    another aspect ratio.
     """
     arr = _image_hwc(image)
     if arr.shape[0] < 1 or arr.shape[1] < 1:
@@ -191,16 +226,33 @@ def to_rgba(image, mask=None, *, mask_is_inverted: bool = False) -> Image.Image:
         source = "the mask"
     else:
         source = "the image's alpha channel"
-        if alpha is None:
-            raise InputImageError(f"the image has no alpha channel and no mask was given. {_NO_CUTOUT_HELP}")
+        from .background import needs_background_removal, remove_background_official
+
+        if needs_background_removal(alpha):
+            if background is None:
+                what = "has no alpha channel" if alpha is None else "is fully opaque (alpha 255 everywhere)"
+                raise InputImageError(f"the image {what} and no mask was given. {_NO_CUTOUT_HELP}")
+            cut = remove_background_official(Image.fromarray(rgb, "RGB"), background)
+            arr = np.asarray(cut)
+            rgb, alpha = arr[:, :, :3], arr[:, :, 3]
+            source = f"background removal ({background.model})"
+            if not alpha.any() or (alpha == 255).all():
+                found = "no person" if not alpha.any() else "no background"
+                raise InputImageError(
+                    f"{source} found {found} in the image; use a photo where one person stands out clearly from "
+                    "the background, try another background model, or give a mask or a cut-out with a "
+                    "transparent background"
+                )
 
     if not alpha.any():
-        raise InputImageError(f"{source} is empty (0 everywhere): no person to reconstruct. {_NO_CUTOUT_HELP}")
+        raise InputImageError(f"{source} is empty (0 everywhere): no person found. {_NO_CUTOUT_HELP}")
     if (alpha == 255).all():
         raise InputImageError(
             f"{source} is fully opaque (covers the whole image), so the background is not removed. {_NO_CUTOUT_HELP}"
         )
     out = Image.fromarray(np.dstack([rgb, alpha]).astype(np.uint8, copy=False), "RGBA")
+    if max(out.size) > MAX_SIDE:
+        out = _crop_to_subject(out)
     if max(out.size) > MAX_SIDE:
         s = MAX_SIDE / max(out.size)
         size = (max(1, int(out.width * s)), max(1, int(out.height * s)))

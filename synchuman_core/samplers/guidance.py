@@ -7,7 +7,7 @@ call or two calls); the strategies never see the model.
 
 The two official conventions differ only by a reparametrisation of the scale:
 
-* standard (stage 1, ARCHITECTURE §5.1): ``v = u + g (c - u)``
+* standard (stage 1, docs/ARCHITECTURE.md §5.1): ``v = u + g (c - u)``
 * TRELLIS (stage 2, §5.2):              ``v = (1 + w) c - w u``   (equal to standard with ``g = 1 + w``)
 
 They are kept as separate classes so that each reproduces its official arithmetic order (the fp16

@@ -1,4 +1,4 @@
-"""The time schedule shared by every flow sampler of SyncHuman (both stages, ARCHITECTURE §5).
+"""The time schedule shared by every flow sampler of SyncHuman (both stages, docs/ARCHITECTURE.md §5).
 
 Rectified-flow time runs from ``t = 1`` (pure noise) to ``t = 0`` (data). The official samplers take
 ``steps + 1`` equally spaced points and warp them with the TRELLIS "rescale" map

@@ -1,7 +1,7 @@
 """``SamplerSettings``: everything a stage sampler needs besides the model and the conditioning.
 
 Both stage samplers accept the same settings object (it is the ComfyUI "sampler settings" wire).
-The official values are :meth:`SamplerSettings.stage1` (ARCHITECTURE §5.1) and
+The official values are :meth:`SamplerSettings.stage1` (docs/ARCHITECTURE.md §5.1) and
 :meth:`SamplerSettings.stage2` (§5.2, ``ckpts/SecondStage/pipeline.json``).
 """
 

@@ -149,7 +149,7 @@ def spconv_1x1_matrix(weight: torch.Tensor) -> torch.Tensor:
 
     spconv stores the weight as ``[out, 1, 1, 1, in]`` but its 1x1 fast path computes
     ``features @ weight.view(in, out)``: the flat memory is *re-read* as an ``[in, out]`` matrix, not
-    transposed (spconv issue #450; FIXTURES.md section 5.1). The released SyncHuman mesh decoder weights
+    transposed (spconv issue #450; docs/ARCHITECTURE.md §2.3). The released SyncHuman mesh decoder weights
     were trained through this path (``upsample.{0,1}.skip_connection``), so it must be reproduced.
     """
     out_ch, in_ch = weight.shape[0], weight.shape[-1]

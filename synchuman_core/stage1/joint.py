@@ -8,7 +8,7 @@ One module, one flat state dict with the official keys side by side:
 * the sync bridges ``dual_CrossAttblocks_SS.{i}`` (2D -> 3D) and ``dual_CrossAttblocks_MV.{i}`` (3D -> 2D)
   (:mod:`.sync`).
 
-Execution order of one forward (ARCHITECTURE.md §3.1), driven by the NAMED configuration
+Execution order of one forward (docs/ARCHITECTURE.md §3.1), driven by the NAMED configuration
 :attr:`JointModelConfig.sync_points` and :attr:`JointModelConfig.structure_segments` instead of the
 official spatial-size checks and hard-coded block slices:
 

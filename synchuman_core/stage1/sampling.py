@@ -1,4 +1,4 @@
-"""Stage-1 joint 2D-3D sampler (ARCHITECTURE §1.1 steps 7-10, §5.1).
+"""Stage-1 joint 2D-3D sampler (docs/ARCHITECTURE.md §1.1 steps 7-10, §5.1).
 
 One flow integrates two states together: the multiview latents ``[2V, 4, h, w]`` (V = 5 views,
 normal views first, then colour views) and the sparse-structure latent ``[1, 8, 16, 16, 16]``. Every

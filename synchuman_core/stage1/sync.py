@@ -1,4 +1,4 @@
-"""Pixel-aligned 2D <-> 3D synchronisation bridges of SyncHuman stage 1 (ARCHITECTURE.md §3).
+"""Pixel-aligned 2D <-> 3D synchronisation bridges of SyncHuman stage 1 (docs/ARCHITECTURE.md §3).
 
 * :class:`DualCrossAttentionSS` (2D -> 3D, ``dual_CrossAttblocks_SS.i``): every voxel token of the
   structure latent attends to the pixels it projects to in the four body views (normal domain only).
@@ -67,7 +67,7 @@ class ViewRayIndex:
 
 
 def view_ray_index(res: int, device: torch.device | str | None = None) -> ViewRayIndex:
-    """THE SyncHuman view/voxel convention (ARCHITECTURE.md §3.4), as index tensors.
+    """THE SyncHuman view/voxel convention (docs/ARCHITECTURE.md §3.4), as index tensors.
 
     Grid axes (x, y, z) are the latent dims (2, 3, 4); z is up. Body view ``v`` sees voxel ``(x, y, z)``
     at image row ``R - 1 - z`` (top row = highest z) and column ``x`` for views 0 (front) and 2 (back),

@@ -6,7 +6,7 @@ PSHuman additions ``norm_mv`` / ``attn_mv``. The attention *patterns* live in on
 
 * :class:`JointDomainSelfAttention` (``attn1``): each image attends jointly over its own tokens and the
   tokens of its twin in the other domain (normal <-> color), then the face close-up output is blended
-  into the front view (ARCHITECTURE.md §4.2).
+  into the front view (docs/ARCHITECTURE.md §4.2).
 * :class:`RowwiseMultiviewAttention` (``attn_mv``): every image row attends to the same row of the four
   body views (§4.1).
 * :class:`PromptCrossAttention` (``attn2``): plain cross-attention to the image's own prompt tokens.
@@ -241,7 +241,7 @@ class _AttentionProjections(nn.Module):
 
 
 def blend_face_into_front(out: torch.Tensor, hw: tuple[int, int], num_views: int, *, inplace: bool = False) -> torch.Tensor:
-    """PSHuman face injection, applied to the ``attn1`` output of every domain (ARCHITECTURE.md §4.2).
+    """PSHuman face injection, applied to the ``attn1`` output of every domain (docs/ARCHITECTURE.md §4.2).
 
     ``out [B, H*W, C]`` with batch ``(... group, view)``, ``V = num_views`` views, the last one being the
     face close-up. With ``Hs = H // 3`` and ``He = H - Hs``, the front view's (view 0) region rows

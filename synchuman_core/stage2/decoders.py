@@ -1,4 +1,4 @@
-"""Stage-2 multiview-guided decoders (ARCHITECTURE.md §2.3, §7): structured latent -> mesh / Gaussians.
+"""Stage-2 multiview-guided decoders (docs/ARCHITECTURE.md §2.3, §7): structured latent -> mesh / Gaussians.
 
 Both decoders share a trunk (TRELLIS ``SparseTransformerBase`` + SyncHuman's multiview injection):
 
@@ -90,7 +90,7 @@ def _strict_fields(cls: type, data: dict[str, Any], renames: dict[str, str] | No
 
 @dataclass
 class GaussianRepresentationConfig:
-    """``representation_config`` of the Gaussian decoder (real values in ARCHITECTURE.md §7)."""
+    """``representation_config`` of the Gaussian decoder (real values in docs/ARCHITECTURE.md §7)."""
 
     lr: dict[str, float] = field(
         default_factory=lambda: {"_xyz": 1.0, "_features_dc": 1.0, "_opacity": 1.0, "_scaling": 1.0, "_rotation": 0.1}

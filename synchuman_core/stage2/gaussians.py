@@ -2,7 +2,7 @@
 export as a standard 3D-Gaussian-splatting PLY.
 
 Parameters are stored raw (pre-activation) as TRELLIS does; the ``get_*`` properties apply the
-activations (ARCHITECTURE.md §7 step 5):
+activations (docs/ARCHITECTURE.md §7 step 5):
 
 * position ``xyz * aabb[3:] + aabb[:3]`` (raw ``xyz`` in the aabb's unit frame);
 * scale ``sqrt(act(s + act^-1(scaling_bias))^2 + min_kernel_size^2)``, ``act`` = softplus or exp;
@@ -36,6 +36,7 @@ __all__ = [
     "load_gaussians_ply",
     "quaternion_multiply",
     "rotation_matrix_to_quaternion",
+    "gaussians_ply_bytes",
     "save_gaussians_ply",
 ]
 
@@ -132,8 +133,8 @@ class Gaussians:
         names = ("xyz", "features_dc", "scaling", "rotation", "opacity")
         return replace(self, **{n: getattr(self, n).to(*args, **kwargs) for n in names})
 
-    def save_ply(self, path: str | Path, transform=OFFICIAL_PLY_TRANSFORM) -> None:
-        save_gaussians_ply(self, path, transform=transform)
+    def save_ply(self, path: str | Path, transform=OFFICIAL_PLY_TRANSFORM) -> Path:
+        return save_gaussians_ply(self, path, transform=transform)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -192,8 +193,10 @@ _PLY_FIELDS = (
 )
 
 
-def save_gaussians_ply(gs: Gaussians, path: str | Path, transform=OFFICIAL_PLY_TRANSFORM) -> None:
-    """Write ``gs`` as a binary little-endian 3DGS PLY (see the module docstring for the fields)."""
+def gaussians_ply_bytes(gs: Gaussians, transform=OFFICIAL_PLY_TRANSFORM) -> bytes:
+    """``gs`` as a binary little-endian 3DGS PLY (see the module docstring for the fields)."""
+    import io
+
     from plyfile import PlyData, PlyElement
 
     with torch.no_grad():
@@ -216,7 +219,18 @@ def save_gaussians_ply(gs: Gaussians, path: str | Path, transform=OFFICIAL_PLY_T
     elements = np.empty(data.shape[0], dtype=[(n, "f4") for n in _PLY_FIELDS])
     for i, n in enumerate(_PLY_FIELDS):
         elements[n] = data[:, i]
-    PlyData([PlyElement.describe(elements, "vertex")]).write(str(path))
+    buf = io.BytesIO()
+    PlyData([PlyElement.describe(elements, "vertex")]).write(buf)
+    return buf.getvalue()
+
+
+def save_gaussians_ply(gs: Gaussians, path: str | Path, transform=OFFICIAL_PLY_TRANSFORM) -> Path:
+    """Write :func:`gaussians_ply_bytes` through the output writer: never replaces an existing file (a
+    taken name gets ``_00001``), never leaves a partial file. Returns the path written."""
+    from ..export.writer import write_file
+
+    p = Path(path)
+    return write_file(p.parent, p.name, ".ply", gaussians_ply_bytes(gs, transform))
 
 
 def load_gaussians_ply(path: str | Path, transform=OFFICIAL_PLY_TRANSFORM, **params) -> Gaussians:

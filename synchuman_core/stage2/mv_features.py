@@ -1,4 +1,4 @@
-"""Multiview feature gather of the stage-2 decoders (ARCHITECTURE.md §6.3, §7 step 2).
+"""Multiview feature gather of the stage-2 decoders (docs/ARCHITECTURE.md §6.3, §7 step 2).
 
 The decoders inject, into every active voxel of the 64^3 SLat grid, the DINOv2 patch features of the
 pixel that voxel projects to in each of the four body views. The feature maps come from

@@ -1,4 +1,4 @@
-"""Stage-2 structured-latent (SLat) sampler (ARCHITECTURE §1.2 step 4, §5.2).
+"""Stage-2 structured-latent (SLat) sampler (docs/ARCHITECTURE.md §1.2 step 4, §5.2).
 
 Samples ``[N, 8]`` features on the given occupied voxels with the SLat flow model, then de-normalises
 them with the TRELLIS-image-large statistics. The official sampler is TRELLIS's

@@ -17,7 +17,9 @@ import pytest
 
 STANDIN = Path(__file__).resolve().parent
 ROOT = STANDIN.parents[1]
-WORKFLOWS = ROOT / "workflows"
+WORKFLOWS = ROOT / "example_workflows"  # UI format (templates)
+API_WORKFLOWS = ROOT / "api_workflows"
+EXAMPLE_INPUTS = ROOT / "example_inputs"
 TINY_NAME = "tiny"
 
 
@@ -28,6 +30,14 @@ def ensure_paths() -> None:
 
 
 ensure_paths()
+
+
+def local_object_info() -> dict[str, dict]:
+    """``/object_info`` of our nodes and the stand-in's core nodes, built in-process (the schemas the
+    workflow tool converts with when no ComfyUI runs)."""
+    from executor import object_info
+
+    return object_info(node_classes())
 
 
 def node_classes() -> dict[str, type]:
@@ -73,25 +83,19 @@ def comfy_with_tiny(comfy_root, tiny_checkpoint) -> Path:
     return comfy_root
 
 
-def write_example_inputs(input_dir: Path, size: int = 384) -> None:
-    """The files the example workflows load: the person and four colour views."""
-    from PIL import Image
+def write_example_inputs(input_dir: Path) -> list[Path]:
+    """Put the shipped example inputs (``example_inputs/``: the person and four colour views the example
+    workflows load) into ``input_dir`` the way ComfyUI's start-up does (``prestartup_script.py``)."""
+    import importlib.util
 
-    from synchuman_core.demo import example_person
-
-    input_dir.mkdir(parents=True, exist_ok=True)
-    person = example_person(size)
-    person.save(input_dir / "synchuman_example_person.png")
-    for k, view in enumerate(("front", "right", "back", "left")):
-        img = Image.new("RGB", (size // 2, size // 2), (255, 255, 255))
-        img.paste(person.resize((size // 3, size // 2)), (size // 12, 0), person.resize((size // 3, size // 2)))
-        if k % 2:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        img.save(input_dir / f"synchuman_view_{view}.png")
+    spec = importlib.util.spec_from_file_location("synchuman_prestartup", ROOT / "prestartup_script.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.copy_example_inputs(input_dir)
 
 
 def load_api(name: str) -> dict:
-    return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text(encoding="utf-8"))
+    return json.loads((API_WORKFLOWS / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def load_ui(name: str) -> dict:
@@ -120,3 +124,16 @@ def small_prompt(prompt: dict, *, steps1: int = 1, steps2: int = 2, model: str =
 def env_flag(name: str) -> str | None:
     v = os.environ.get(name)
     return v if v else None
+
+
+if __name__ == "__main__":
+    # ``python tests/comfy_standin/harness.py [--check]``: regenerate (or check) api_workflows/*.json from the UI
+    # workflows with the in-process schemas, without a running ComfyUI.
+    import tempfile
+
+    import folder_paths
+
+    from nodes import workflow_tool
+
+    folder_paths.set_root(tempfile.mkdtemp(prefix="synchuman-workflows-"))
+    sys.exit(1 if workflow_tool.sync_api_workflows(local_object_info(), check="--check" in sys.argv[1:]) else 0)

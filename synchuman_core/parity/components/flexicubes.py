@@ -10,6 +10,7 @@ from collections import Counter
 
 import torch
 
+from ...errors import ParityError
 from ...geometry.flexicubes import sparse_features_to_mesh
 from .. import Comparison, Fixture
 
@@ -70,7 +71,10 @@ def compare_meshes(
 
 def run(fx: Fixture) -> list[Comparison]:
     args = fx.config.get("args", {})
-    res = int(args.get("res", fx.meta.get("res", 256)))
+    res = args.get("res", fx.meta.get("res"))
+    if res is None:
+        raise ParityError(f"fixture {fx.path.name}: neither config.json args nor meta.json give the grid 'res'")
+    res = int(res)
     use_color = bool(args.get("use_color", True))
     coords, feats = fx.inputs["coords"], fx.inputs["feats"]
     feats_before = feats.clone()

@@ -3,19 +3,22 @@ of the official code, driven by spy models (fixture README).
 
 Both spies are re-implemented here exactly as the README states them; the conditioning of stage 1 is
 taken from the recorded first model call (so the stubbed encoders need not be reproduced), and the
-initial noise from the recorded draws. Checked: the time schedules (exact), the fp16 ``trellis_t``
-values, the seed-43 3D noise of our generator, the first call's CFG batch, the final 2D and 3D
+initial noise from the recorded draws. Every setting comes from ``config.json`` / ``meta.json``, and the
+pipeline seed from the name of the output ``trellis_noise_seed<N>_first_cpu_draw``. Checked: the time
+schedules (exact), the fp16 ``trellis_t`` values, the seed-N 3D noise of our generator, the first call's CFG batch, the final 2D and 3D
 latents, the stage-2 per-step guidance decisions, call order and model times, and the de-normalised
 slat.
 """
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ...samplers import SamplerSettings, make_generator, randn, rescaled_t_schedule
 from ...sparse.tensor import SparseTensor
-from ...stage1.sampling import STRUCTURE_LATENT_SHAPE, Stage1Conditioning, cfg_inputs, duplicate_for_cfg, sample_joint
+from ...stage1.sampling import Stage1Conditioning, cfg_inputs, duplicate_for_cfg, sample_joint
 from ...stage2.sampling import SlatNormalization, sample_slat
 from .. import Comparison, Fixture
 
@@ -72,6 +75,14 @@ def _stage1_conditioning(fx: Fixture) -> Stage1Conditioning:
     )
 
 
+_SEEDED_NOISE = re.compile(r"trellis_noise_seed(\d+)_first_cpu_draw")
+
+
+def _seeded_noise_outputs(fx: Fixture) -> list[tuple[str, int]]:
+    """``[(output name, seed)]`` of the recorded first CPU draws after ``torch.manual_seed(seed)``."""
+    return [(k, int(m.group(1))) for k in fx.outputs if (m := _SEEDED_NOISE.fullmatch(k))]
+
+
 def _exact(name: str, ok: bool, note: str = "") -> Comparison:
     return Comparison(name, None, None, 0.0, error=0.0 if ok else float("inf"), note=note)
 
@@ -87,9 +98,10 @@ def _stage1(fx: Fixture) -> list[Comparison]:
     # fp16 trellis_t as in the real pipeline (model dtype fp16), built as our sampler builds it
     tt16 = torch.tensor([1000.0 * t for t in t_seq[:-1]], dtype=torch.float16)
     out.append(fx.compare("stage1_trellis_t_fp16_as_in_pipeline", tt16, tol=0.0))
-    # seed 43 through our generator: the 3D noise is drawn first
-    z43 = randn((1, *STRUCTURE_LATENT_SHAPE), make_generator(43))
-    out.append(fx.compare("trellis_noise_seed43_first_cpu_draw", z43, tol=0.0))
+    # the pipeline seed through our generator: the 3D noise is its first CPU draw
+    for key, seed in _seeded_noise_outputs(fx):
+        z = randn(tuple(fx.outputs[key].shape), make_generator(seed))
+        out.append(fx.compare(key, z, tol=0.0))
 
     cond = _stage1_conditioning(fx)
     inp = cfg_inputs(cond)

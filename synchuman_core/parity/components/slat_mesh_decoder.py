@@ -1,8 +1,8 @@
 """Parity runner for ``f_slat_mesh_decoder``: SyncHuman ``SLatMeshDecoder`` up to the FlexiCubes input.
 
 Weights (``fill_model(model, seed)``) and the ``mv_color`` / ``mv_normal`` DINOv2 maps
-(``gen_input(name, [1, 4, 64, 64, 4096], seed)``) are regenerated with fixgen and verified against the
-folder's checksum files before the forward. Outputs: the gathered multiview features of each modality
+(``gen_input(name, shape, seed)``, shapes from ``mv_inputs_checksums.json``) are regenerated with fixgen,
+``seed`` from ``meta.json``, and verified against the folder's checksum files before the forward. Outputs: the gathered multiview features of each modality
 and the 101-channel features after the two subdivide blocks (compared row by row when the coordinate
 order matches, otherwise after sorting both by coordinates).
 """
@@ -18,9 +18,6 @@ from ..fixgen import fill_model, gen_input, verify_checksums
 
 __all__ = ["run", "sort_by_coords"]
 
-MV_SHAPE = (1, 4, 64, 64, 4096)
-
-
 def sort_by_coords(coords: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ordered by (batch, x, y, z)."""
     c = coords.long()
@@ -31,13 +28,14 @@ def sort_by_coords(coords: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Ten
 
 
 def _mv_inputs(fx: Fixture, seed: int) -> dict[str, torch.Tensor]:
-    mv = {name: gen_input(name, MV_SHAPE, seed) for name in ("mv_color", "mv_normal")}
-    verify_checksums(mv, fx.json("mv_inputs_checksums.json"))
+    expected = fx.json("mv_inputs_checksums.json")
+    mv = {name: gen_input(name, expected[name]["shape"], seed) for name in ("mv_color", "mv_normal")}
+    verify_checksums(mv, expected)
     return mv
 
 
 def run(fx: Fixture) -> list[Comparison]:
-    seed = int(fx.meta.get("seed", 6))
+    seed = fx.seed
     cfg = SLatMeshDecoderConfig.from_official(fx.config)
     with torch.device("meta"):
         model = SLatMeshDecoder(cfg)

@@ -8,7 +8,7 @@ from ...io.state_dict import load_state_dict_strict
 from ...stage1.structure_decoder import SparseStructureDecoder, SparseStructureDecoderConfig, occupancy_coords
 from .. import Comparison, Fixture
 
-# FIXTURES.md §6: occupancy (logit > 0) may flip only where the reference logit is this close to 0.
+# tests/reference/FIXTURES.md §6: occupancy (logit > 0) may flip only where the reference logit is this close to 0.
 FLIP_MARGIN = 1e-5
 
 

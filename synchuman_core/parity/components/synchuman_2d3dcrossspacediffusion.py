@@ -1,7 +1,7 @@
 """Parity runner for ``d_SyncHuman_2D3DCrossSpaceDiffusion``: the whole stage-1 joint model, one step.
 
 The 1.04 B weights are not stored: the model is built on the meta device from ``config.json``, filled
-with ``fixgen.fill_model(model, 4)`` (one parameter at a time, so the peak is the model plus one
+with ``fixgen.fill_model(model, seed)`` with ``meta.json``'s seed (one parameter at a time, so the peak is the model plus one
 tensor), ``pos_emb`` is computed as the constructor does, and everything is checked against
 ``state_dict_checksums.json`` before the forward. Inputs are assembled in the pipeline's CFG layout as
 the fixture README says. Besides both outputs, the 38 ``probes.json`` intermediates are compared (64
@@ -22,8 +22,6 @@ from ..fixgen import fill_model, verify_checksums
 
 logger = logging.getLogger(__name__)
 
-SEED = 4
-
 
 def build_model(fx: Fixture) -> SyncHumanJointModel:
     """The fixture model with regenerated, checksum-verified weights (fp32, CPU, eval)."""
@@ -32,7 +30,7 @@ def build_model(fx: Fixture) -> SyncHumanJointModel:
         model = SyncHumanJointModel(cfg)
     # Uninitialised CPU storage (untouched pages cost no memory), then replaced tensor by tensor.
     model.to_empty(device="cpu")
-    fill_model(model, SEED)
+    fill_model(model, fx.seed)
     model.pos_emb = structure_pos_emb(cfg.structure)  # buffers keep their constructed value
     verify_checksums(model.state_dict(), fx.json("state_dict_checksums.json"))
     return model.eval()

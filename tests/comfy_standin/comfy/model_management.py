@@ -4,11 +4,19 @@ Same names and call shapes as the real module for what a node pack uses: devices
 that ``load_models_gpu`` fills and ``free_memory`` / ``unload_all_models`` empty (moving each model to its
 offload device), the interrupt flag, and ``OOM_EXCEPTION`` (``torch.cuda.OutOfMemoryError``).
 ``DEVICE`` can be pointed at another device by a test to check that nothing assumes CPU.
+
+Low-VRAM loads as in the host: ``load_models_gpu`` (unless ``force_full_load``, a CPU load device or
+``vram_state`` not LOW/NORMAL) gives each model the weight budget
+``max(0, free - minimum_memory_required, min(free * MIN_WEIGHT_MEMORY_RATIO, free - minimum_inference_memory()))``
+and ``ModelPatcher.load`` keeps on the offload device the layers with ``comfy_cast_weights`` that do not fit.
+Tests set ``FREE_MEMORY`` / ``TOTAL_MEMORY`` (bytes) to play a small card; on this CPU-only stand-in
+``LOAD_DEVICE_IS_GPU = True`` makes the CPU count as a GPU for these decisions.
 """
 
 from __future__ import annotations
 
 import threading
+from enum import Enum
 
 import torch
 
@@ -78,8 +86,11 @@ def text_encoder_offload_device() -> torch.device:
     return torch.device("cpu")
 
 
+LOAD_DEVICE_IS_GPU = False  # test hook: treat the (CPU) load device as a GPU for low-VRAM decisions
+
+
 def is_device_cpu(device) -> bool:
-    return torch.device(device).type == "cpu"
+    return torch.device(device).type == "cpu" and not LOAD_DEVICE_IS_GPU
 
 
 def is_device_cuda(device) -> bool:
@@ -98,14 +109,39 @@ def should_use_bf16(device=None, model_params=0, prioritize_performance=True, ma
     return False
 
 
+class VRAMState(Enum):
+    DISABLED = 0
+    NO_VRAM = 1
+    LOW_VRAM = 2
+    NORMAL_VRAM = 3
+    HIGH_VRAM = 4
+    SHARED = 5
+
+
+vram_state = VRAMState.NORMAL_VRAM
+lowvram_available = True
+MIN_WEIGHT_MEMORY_RATIO = 0.0  # the host's value on NVIDIA (0.4 elsewhere)
+EXTRA_RESERVED_VRAM = 400 * 1024 * 1024
+FREE_MEMORY = 8 << 30  # test hooks (bytes)
+TOTAL_MEMORY = 16 << 30
+
+
 def get_free_memory(dev=None, torch_free_too=False):
-    free = 8 << 30
+    free = FREE_MEMORY
     return (free, free) if torch_free_too else free
 
 
 def get_total_memory(dev=None, torch_total_too=False):
-    total = 16 << 30
+    total = TOTAL_MEMORY
     return (total, total) if torch_total_too else total
+
+
+def extra_reserved_memory() -> int:
+    return EXTRA_RESERVED_VRAM
+
+
+def minimum_inference_memory() -> float:
+    return (1024 * 1024 * 1024) * 0.8 + extra_reserved_memory()
 
 
 def module_size(module: torch.nn.Module) -> int:
@@ -124,6 +160,15 @@ class LoadedModel:
     def model_memory(self) -> int:
         return self.model.model_size()
 
+    def model_loaded_memory(self) -> int:
+        return self.model.loaded_size()
+
+    def model_load(self, lowvram_model_memory=0, force_patch_weights=False):
+        full = lowvram_model_memory == 0
+        self.model.load(self.device, lowvram_model_memory=0 if full else lowvram_model_memory,
+                        force_patch_weights=force_patch_weights, full_load=full)
+        return self.model.model
+
     def model_unload(self) -> bool:
         self.model.detach(unpatch_all=True)
         return True
@@ -139,15 +184,36 @@ def loaded_models(only_currently_used: bool = False) -> list:
 
 def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                     force_full_load=False):
-    load_calls.append({"models": list(models), "memory_required": memory_required,
-                       "force_full_load": force_full_load})
+    inference_memory = minimum_inference_memory()
+    extra_mem = max(inference_memory, memory_required + extra_reserved_memory())
+    if minimum_memory_required is None:
+        minimum_memory_required = extra_mem
+    else:
+        minimum_memory_required = max(inference_memory, minimum_memory_required + extra_reserved_memory())
+    call = {"models": list(models), "memory_required": memory_required, "force_full_load": force_full_load,
+            "lowvram_model_memory": {}}
+    load_calls.append(call)
     for m in models:
         for lm in current_loaded_models:
             if lm.model is m:
                 break
         else:
-            current_loaded_models.insert(0, LoadedModel(m))
-        m.load(m.load_device, full_load=force_full_load)
+            lm = LoadedModel(m)
+            current_loaded_models.insert(0, lm)
+        state = VRAMState.DISABLED if is_device_cpu(m.load_device) else vram_state
+        lowvram_model_memory = 0
+        if lowvram_available and state in (VRAMState.LOW_VRAM, VRAMState.NORMAL_VRAM) and not force_full_load:
+            loaded = lm.model_loaded_memory()
+            free = get_free_memory(m.load_device) + loaded
+            lowvram_model_memory = max(0, free - minimum_memory_required,
+                                       min(free * MIN_WEIGHT_MEMORY_RATIO, free - minimum_inference_memory()))
+            lowvram_model_memory -= loaded
+            if lowvram_model_memory == 0:
+                lowvram_model_memory = 0.1
+        if state == VRAMState.NO_VRAM:
+            lowvram_model_memory = 0.1
+        call["lowvram_model_memory"][id(m)] = lowvram_model_memory
+        lm.model_load(lowvram_model_memory, force_patch_weights=force_patch_weights)
 
 
 def load_model_gpu(model):

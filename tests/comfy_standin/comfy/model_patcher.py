@@ -1,10 +1,24 @@
-"""Stand-in of ``comfy.model_patcher.ModelPatcher`` (0.8.0): load/offload by moving the whole module."""
+"""Stand-in of ``comfy.model_patcher.ModelPatcher`` (0.8.0): full loads move the whole module; a load with a
+weight budget (``lowvram_model_memory``) walks the layers largest first, as the host does: layers that fit are
+moved to the load device, layers with ``comfy_cast_weights`` that do not fit stay on the offload device with
+``comfy_cast_weights = True`` (their ``forward`` fetches the weights per call), layers without it that do not
+fit are left where they are (which breaks a plain ``torch.nn`` forward, as in the host)."""
 
 from __future__ import annotations
 
 import torch
 
 from . import model_management
+
+
+def wipe_lowvram_weight(m):
+    if hasattr(m, "prev_comfy_cast_weights"):
+        m.comfy_cast_weights = m.prev_comfy_cast_weights
+        del m.prev_comfy_cast_weights
+    if hasattr(m, "weight_function"):
+        m.weight_function = []
+    if hasattr(m, "bias_function"):
+        m.bias_function = []
 
 
 class ModelPatcher:
@@ -44,16 +58,54 @@ class ModelPatcher:
             return p.device
         return self.offload_device
 
+    def _load_list(self):
+        loading = []
+        for n, m in self.model.named_modules():
+            params = [name for name, _ in m.named_parameters(recurse=False)]
+            skip = any(name not in params for name, _ in m.named_parameters(recurse=True))  # non-leaf weights
+            if not skip and (hasattr(m, "comfy_cast_weights") or params):
+                loading.append((model_management.module_size(m), n, m, params))
+        return loading
+
     def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
-        if device_to is not None:
-            self.model.to(device_to)
-        self.model.model_loaded_weight_memory = self.model_size()
+        if full_load or not lowvram_model_memory:
+            for _, m in self.model.named_modules():
+                wipe_lowvram_weight(m)
+            if device_to is not None:
+                self.model.to(device_to)
+            self.model.model_loaded_weight_memory = self.model_size()
+            self.model.model_lowvram = False
+            return
+        loading = sorted(self._load_list(), key=lambda x: x[0], reverse=True)
+        mem_counter = 0
+        lowvram_counter = 0
+        for module_mem, _n, m, _params in loading:
+            fits = mem_counter + module_mem < lowvram_model_memory
+            if hasattr(m, "comfy_cast_weights") and not fits:
+                lowvram_counter += 1
+                if not hasattr(m, "prev_comfy_cast_weights"):
+                    m.prev_comfy_cast_weights = m.comfy_cast_weights
+                    m.comfy_cast_weights = True
+                continue
+            if hasattr(m, "comfy_cast_weights"):
+                wipe_lowvram_weight(m)
+            if fits:
+                m.to(device_to)
+                mem_counter += module_mem
+        self.model.model_lowvram = lowvram_counter > 0
+        self.model.lowvram_counter = lowvram_counter
+        self.model.device = device_to
+        self.model.model_loaded_weight_memory = mem_counter
 
     def patch_model(self, device_to=None, lowvram_model_memory=0, load_weights=True, force_patch_weights=False):
         self.load(device_to)
         return self.model
 
     def unpatch_model(self, device_to=None, unpatch_weights=True):
+        if getattr(self.model, "model_lowvram", False):
+            for _, m in self.model.named_modules():
+                wipe_lowvram_weight(m)
+            self.model.model_lowvram = False
         if device_to is not None:
             self.model.to(device_to)
             self.model.device = device_to
