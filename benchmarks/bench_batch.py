@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--steps", type=int, default=1, help="steps of each stage")
     ap.add_argument("--color", default="vertex", choices=("vertex", "texture", "none"))
+    ap.add_argument("--recipe", default="fast", choices=("fast", "official"), help="export recipe")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPU cores to share among workers")
     a = ap.parse_args(argv)
 
@@ -39,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     (root / "in").mkdir()
     for i in range(a.inputs):
         example_person(320 + 32 * i).save(root / "in" / f"person_{i}.png")
-    items = collect_inputs(root / "in", ItemSettings(seed=1, steps1=a.steps, steps2=a.steps, color=a.color))
+    items = collect_inputs(root / "in", ItemSettings(seed=1, steps1=a.steps, steps2=a.steps, color=a.color,
+                                                     recipe=a.recipe))
     rows = []
     for n in a.workers:
         cpus = max(1, a.cpus // n)
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                      "load_s": [w["load_s"] for w in summary.workers], "fixed_s_est": round(fixed, 1)})
         sys.stdout.write(json.dumps(rows[-1]) + "\n")
         sys.stdout.flush()
+    shutil.rmtree(root, ignore_errors=True)
     if len(rows) > 1 and rows[0]["inputs_per_min"]:
         for r in rows[1:]:
             sys.stdout.write(f"speed-up {r['workers']} vs {rows[0]['workers']} workers: "

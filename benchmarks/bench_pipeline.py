@@ -131,6 +131,7 @@ def run_once(args: argparse.Namespace, tier: Any, src: RandomModels, rec: Record
             syncs[name] = c.total
         if args.progress:  # one JSON line per finished stage: partial results survive a run cut short
             row = rec.stages[name].row() | {"stage": name, "tier": tier.name, "precision": prec,
+                                            "s": round(rec.stages[name].seconds - builds[name], 3),
                                             "build_s": round(builds[name], 2), "rss_MiB": round(mon.rss() / MiB),
                                             "components": {k: v.row() for k, v in rec.components.items()}}
             with open(args.progress, "a", encoding="utf-8") as fh:

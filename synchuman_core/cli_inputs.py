@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .preprocess.background import DEFAULT_REMBG_MODEL, REMBG_MODELS, REMBG_SUBDIR, rembg_search_dirs
-from .validation import CLI_WORDS, PhotoInputs, check_seed, check_steps, check_texture_size, open_photo
+from .validation import CLI_WORDS, PhotoInputs, check_device, check_seed, check_steps, check_texture_size, open_photo
 
 __all__ = [
     "BACKGROUND_NONE",
@@ -66,6 +66,8 @@ def download_background_models(a: argparse.Namespace, models_dir: Path) -> list[
 def check_settings(a: argparse.Namespace) -> None:
     """Seed, steps and texture size in range, named by their flags (``ConfigError`` otherwise)."""
     a.seed = check_seed(a.seed, "--seed")
+    if hasattr(a, "device"):
+        a.device = check_device(a.device, "--device")
     a.steps1 = check_steps(getattr(a, "steps1", None), "--steps1")
     a.steps2 = check_steps(getattr(a, "steps2", None), "--steps2")
     if getattr(a, "color", "texture") == "texture":

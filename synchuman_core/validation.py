@@ -33,6 +33,7 @@ __all__ = [
     "PhotoInputs",
     "PreparedPhoto",
     "check_choice",
+    "check_device",
     "check_seed",
     "check_steps",
     "check_texture_size",
@@ -98,6 +99,30 @@ def check_texture_size(value: Any, name: str) -> int:
     except ConfigError as e:
         raise ConfigError(f"{name}: {e} (official: 1024)") from None
     return int(value)
+
+
+def check_device(value: Any, name: str) -> str | None:
+    """``None`` (automatic) or a device string torch understands and this machine has (``cpu``, ``cuda``,
+    ``cuda:1``, ``mps``, ``xpu``...); returns it normalised."""
+    if value is None or value == "":
+        return None
+    try:
+        dev = torch.device(str(value))
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{name} must be a device such as cpu, cuda, cuda:1 or mps; got {value!r}") from None
+    if dev.type == "cpu":
+        return str(dev)
+    backend = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None),
+               "xpu": getattr(torch, "xpu", None)}.get(dev.type)
+    if backend is None:
+        raise ConfigError(f"{name} {value!r}: SyncHuman runs on cpu, cuda, mps or xpu devices")
+    if not backend.is_available():
+        raise ConfigError(f"{name} {value!r}: this machine (this PyTorch build) has no {dev.type} device; "
+                          "use --device cpu or leave it out")
+    count = getattr(backend, "device_count", None)
+    if dev.index is not None and callable(count) and dev.index >= count():
+        raise ConfigError(f"{name} {value!r}: there is no {dev.type} device {dev.index} ({count()} found)")
+    return str(dev)
 
 
 def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:

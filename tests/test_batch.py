@@ -22,7 +22,7 @@ from synchuman_core.batch import ItemSettings, collect_inputs, read_records
 from synchuman_core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ["--steps1", "1", "--steps2", "1", "--color", "vertex", "--device", "cpu"]
+STEPS = ["--steps1", "1", "--steps2", "1", "--color", "vertex", "--recipe", "fast", "--device", "cpu"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -55,9 +55,11 @@ def test_folder_glob_and_mask_pairing(tmp_path):
 def test_manifest_rows_and_their_errors(tmp_path):
     _png(tmp_path / "p.png")
     _png(tmp_path / "m.png")
-    (tmp_path / "cast.csv").write_text("image,mask,seed,name,steps1,color\np.png,m.png,7,alice,2,vertex\np.png,,,bob,,\n")
+    (tmp_path / "cast.csv").write_text("image,mask,seed,name,steps1,color,recipe\np.png,m.png,7,alice,2,vertex,fast\n"
+                                       "p.png,,,bob,,,\n")
     a, b = collect_inputs(tmp_path / "cast.csv", ItemSettings(seed=43))
     assert (a.name, a.mask, a.settings.seed, a.settings.steps1, a.settings.color) == ("alice", tmp_path / "m.png", 7, 2, "vertex")
+    assert (a.settings.recipe, b.settings.recipe) == ("fast", "official")
     assert (b.name, b.mask, b.settings.seed, b.settings.steps1) == ("bob", None, 43, None)
     assert a.fingerprint() != b.fingerprint()
 

@@ -60,6 +60,7 @@ CASES = [
     ("seed > 2^64-1", ["photo.jpg", "--seed", str(2**64)], "--seed must be"),
     ("texture 16", ["photo.jpg", "--texture-size", "16"], "--texture-size: texture_size must be between"),
     ("texture 99999", ["photo.jpg", "--texture-size", "99999"], "--texture-size: "),
+    ("device gpu", ["photo.jpg", "--device", "gpu"], "--device must be a device such as cpu, cuda"),
     ("missing image", ["nope.png"], "IMAGE: "),
     ("not an image", ["notes.png"], "is not an image"),
     ("truncated", ["truncated.jpg"], "damaged or truncated"),
@@ -84,6 +85,13 @@ def test_bad_input_is_one_line_exit_2_before_any_model(files, capsys, monkeypatc
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
     assert "Traceback" not in err and not (tmp / "out").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_refused_at_once(files, capsys):
+    tmp, models = files
+    rc = cli_main(["reconstruct", str(tmp / "photo.jpg"), "--device", "cuda:1", "--models", str(models)])
+    assert rc == 2 and "--device 'cuda:1': this machine (this PyTorch build) has no cuda device" in capsys.readouterr().err
 
 
 def test_smoke_refuses_a_bad_texture_size_at_once(tmp_path, capsys):

@@ -77,8 +77,9 @@ def _reconstruct(tiny_folder, tmp_path, capsys, out_name: str, *options: str):
     img = tmp_path / "person.png"
     example_person(384).save(img)
     out = tmp_path / "out" / out_name
+    # recipe fast: the official one is 1000 visibility + 95 splat renders at 1024², hours on this CPU
     rc = cli_main(["reconstruct", str(img), "-o", str(out), "--models", str(tiny_folder), "--steps1", "1",
-                   "--steps2", "1", "--device", "cpu", *options])
+                   "--steps2", "1", "--device", "cpu", "--recipe", "fast", *options])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert str(out) in summary["files"] and summary["faces"] > 0

@@ -13,13 +13,14 @@ from PIL import Image
 
 from synchuman_core.errors import ConfigError
 from synchuman_core.export import (
-    resolve_output_path,
+    output_folder,
     sanitize_name,
     write_glb,
     write_obj,
     write_ply,
     zup_to_yup,
 )
+from synchuman_core.export.writer import write_file
 from synchuman_core.geometry import TexturedMesh, unwrap_uv
 from synchuman_core.geometry.synthetic import smooth_color_field, synthetic_body
 
@@ -136,18 +137,18 @@ def test_output_paths_are_sanitised(tmp_path):
     assert sanitize_name("../../etc/passwd") == "_.._etc_passwd"
     assert sanitize_name("..") == "mesh" and sanitize_name("CON") == "_CON"
     assert sanitize_name("my mesh: v2?") == "my mesh_ v2_"
-    p = resolve_output_path(tmp_path, "body", ".glb", subfolder="runs/a")
-    assert p == tmp_path / "runs" / "a" / "body.glb" and p.parent.is_dir()
-    p.write_bytes(b"x")
-    assert resolve_output_path(tmp_path, "body.glb", ".glb", subfolder="runs/a").name == "body_00001.glb"
-    assert resolve_output_path(tmp_path, "body", ".glb", subfolder="runs/a", overwrite=True) == p
+    folder, stem = output_folder(tmp_path, "body", "runs/a")
+    assert (folder, stem) == (tmp_path / "runs" / "a", "body") and not folder.exists()  # creates nothing
+    first = write_file(folder, stem, ".glb", b"x")
+    assert first == folder / "body.glb" and write_file(folder, "body.glb", ".glb", b"y").name == "body_00001.glb"
+    assert first.read_bytes() == b"x"  # never overwritten
     for bad in ("../x", "a/../../x", "/abs", "C:/x"):
         with pytest.raises(ConfigError):
-            resolve_output_path(tmp_path, "body", ".glb", subfolder=bad)
+            output_folder(tmp_path, "body", bad)
     with pytest.raises(ConfigError):
-        resolve_output_path(tmp_path, "a/b", ".glb")
+        output_folder(tmp_path, "a/b")
     outside = tmp_path.parent / f"{tmp_path.name}_outside"
     outside.mkdir()
     os.symlink(outside, tmp_path / "link")
     with pytest.raises(ConfigError):
-        resolve_output_path(tmp_path, "body", ".glb", subfolder="link")
+        output_folder(tmp_path, "body", "link")

@@ -51,7 +51,7 @@ def _node_graph(stage2: dict) -> dict:
         "9": {"class_type": "SyncHumanMeshDecoder", "inputs": {"models": ["1", 0], "features": ["8", 0]}},
         "10": {"class_type": "SyncHumanExport",
                "inputs": {"synchuman_mesh": ["9", 1], "filename_prefix": "same/node", "format": "glb",
-                          "color_mode": "vertex", "texture_size": 1024, "bake_mode": "opt", "simplify": 0.7,
+                          "color_mode": "vertex", "texture_size": 1024, "bake_mode": "fast", "simplify": 0.7,
                           "fill_holes": True, "remove_floaters": True, "remove_invisible": True}},
     }
 
@@ -132,7 +132,7 @@ def both_runs(comfy_with_tiny, monkeypatch, tmp_path):
     rec.current = "cli"
     cli_glb = tmp_path / "cli" / "person.glb"
     code = cli_main(["reconstruct", str(person), "-o", str(cli_glb), "--models", str(folder), "--seed", str(SEED),
-                     "--steps1", "1", "--steps2", "2", "--color", "vertex", "--device", "cpu", "--memory-tier", "high"])
+                     "--steps1", "1", "--steps2", "2", "--color", "vertex", "--recipe", "fast", "--device", "cpu", "--memory-tier", "high"])
     assert code == 0
     return rec, node_glb, cli_glb
 

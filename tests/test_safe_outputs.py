@@ -69,6 +69,15 @@ def cached_models(tiny, monkeypatch):
         return cache[key]
 
     monkeypatch.setattr(memory, "apply_tier", apply_once)
+    # the subject here is the output path, not the clean-up: skip its 1000-view visibility pass (minutes on CPU)
+    import synchuman_core.pipeline.run as run
+
+    real_settings = run.export_settings
+
+    def quick_settings(fmt, color_mode, texture_size, bake_mode, *a, **k):
+        return real_settings(fmt, color_mode, texture_size, "fast", remove_invisible=False)
+
+    monkeypatch.setattr(run, "export_settings", quick_settings)
     return tiny
 
 
@@ -189,7 +198,8 @@ _SIGINT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sigint_is_exit_130_one_line_no_traceback(tmp_path):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_signal_is_one_line_no_traceback_nothing_left(tmp_path, sig, code, word):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", _SIGINT_SCRIPT, "smoke", "-o", str(tmp_path / "s")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
@@ -200,10 +210,10 @@ def test_sigint_is_exit_130_one_line_no_traceback(tmp_path):
         if not line and proc.poll() is not None:
             break
     assert "READY" in line, proc.stderr.read()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    one_error_line(err, "interrupted")
+    assert proc.returncode == code, err
+    one_error_line(err, word, "no partial output")
     assert not (tmp_path / "s").exists() or no_partial(tmp_path / "s")
 
 
@@ -310,30 +320,36 @@ def test_smoke_checkpoint_is_per_run_and_removed(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "s" / "example_person.png").is_file() and no_partial(tmp_path / "s")
 
 
+_QUICK_SMOKE = textwrap.dedent("""
+    import sys
+    import synchuman_core.pipeline.run as run
+    from synchuman_core import cli
+
+    real = run.export_settings  # the subject is the checkpoint folder, not the clean-up: skip its visibility pass
+    run.export_settings = lambda fmt, color, size, mode, *a, **k: real(fmt, color, size, "fast", remove_invisible=False)
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
 @pytest.mark.slow
 def test_two_smoke_runs_into_one_folder_at_once_do_not_mix(tmp_path):
     """Two processes, seeds 1 and 2, one output folder at the same time: each result equals the result of
     its seed run alone (no mixed checkpoint), and the two results have their own stems."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = ["--steps1", "1", "--steps2", "1", "--color", "vertex"]
 
     def smoke(out, seed):
-        return subprocess.Popen([sys.executable, "-m", "synchuman_core", "smoke", "-o", str(out), "--seed",
-                                 str(seed), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=env)
+        return subprocess.Popen([sys.executable, "-c", _QUICK_SMOKE, "smoke", "-o", str(out), "--seed", str(seed),
+                                 *FAST], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
-    alone = smoke(tmp_path / "alone", 1)
-    out, err = alone.communicate(timeout=1800)
-    assert alone.returncode == 0, err
-    reference = Path(json.loads(out[out.index("{"):])["files"][0]).read_bytes()
+    def files(proc):
+        out, err = proc.communicate(timeout=3600)
+        assert proc.returncode == 0, err
+        return [Path(f) for f in json.loads(out[out.index("{"):])["files"]]
+
+    reference = files(smoke(tmp_path / "alone", 1))[0].read_bytes()
     both = [smoke(tmp_path / "shared", s) for s in (1, 2)]
-    results = []
-    for p in both:
-        out, err = p.communicate(timeout=1800)
-        assert p.returncode == 0, err
-        results.append([Path(f) for f in json.loads(out[out.index("{"):])["files"]])
-    glb1, glb2 = results[0][0], results[1][0]
-    assert glb1.suffix == ".glb" and glb1.stem != glb2.stem
+    glb1, glb2 = (files(p)[0] for p in both)
+    assert glb1.suffix == glb2.suffix == ".glb" and glb1.stem != glb2.stem
     assert glb1.read_bytes() == reference and glb2.read_bytes() != reference
     assert no_partial(tmp_path / "shared")
 

@@ -134,7 +134,9 @@ def test_api_workflows_run_end_to_end_on_tiny_checkpoint(comfy_with_tiny):
     r = run_prompt(small_prompt(load_api("synchuman_stage_by_stage")), nodes, cache=cache)
     assert r.cached  # the shared stage-1 / stage-2 nodes were not run again
     images = [u for v in r.ui.values() for u in v.get("images", [])]
-    assert len(images) == 15  # preprocessed views, colour views, normal views: 5 each
+    frames = next(n["inputs"]["frames"] for n in load_api("synchuman_stage_by_stage").values()
+                  if n["class_type"] == "SyncHumanRenderGaussians")
+    assert len(images) == 15 + frames  # preprocessed, colour and normal views (5 each), the Gaussians' turntable
     glbs = [u for v in r.ui.values() for u in v.get("3d", [])]
     assert {g["filename"].rsplit("_", 2)[0] for g in glbs} == {"structure", "geometry", "mesh"}
     assert all(_glb_ok(out / g["subfolder"] / g["filename"]) for g in glbs)

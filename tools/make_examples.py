@@ -12,7 +12,9 @@ Everything is drawn or rendered here, so the pack ships no third-party image:
   that person and rendered by our rasteriser into the four body views in the order and orientation the
   stage-1 sampler produces (views 2 and 3 mirrored);
 * ``example_workflows/<name>.jpg``: per template, the images its Load Image nodes read, an arrow, and a
-  three-quarter render of the same body (what the template turns a photo into, as an illustration);
+  three-quarter render of the same body (what the template turns a photo into, as an illustration); a
+  template that previews its stages also gets a row of stage images (a colour view, a normal view, the
+  block structure, the result);
 * ``docs/images/icon.png``: the render alone, square, for the Comfy Registry (``[tool.comfy] Icon``).
 
 The images are deterministic (no random numbers); ``--check`` compares the input PNGs pixel by pixel and
@@ -87,11 +89,34 @@ def _shade(color: torch.Tensor, normal: torch.Tensor, mask: torch.Tensor, light=
     return Image.fromarray((img.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
 
 
-def hero_render(mesh: TexturedMesh, size: int) -> Image.Image:
+def hero_render(mesh: TexturedMesh, size: int, fov_deg: float = 27.0) -> Image.Image:
     """Three-quarter view of the body, supersampled 2x."""
-    cam = yaw_pitch_camera(-math.pi + 0.55, 0.12, radius=2.0, fov_deg=27.0)
+    cam = yaw_pitch_camera(-math.pi + 0.55, 0.12, radius=2.0, fov_deg=fov_deg)
     color, normal, mask = render_mesh(mesh, cam, 2 * size, 2 * size)
     return _shade(color, normal, mask).resize((size, size), Image.Resampling.LANCZOS)
+
+
+def structure_render(size: int, res: int = 40) -> Image.Image:
+    """The body as a block structure (occupied cells of a ``res``^3 grid), like the stage-1 voxel preview."""
+    import trimesh
+
+    from synchuman_core.geometry.synthetic import body_sdf
+
+    g = (torch.arange(res, dtype=torch.float32) + 0.5) / res - 0.5
+    pts = torch.stack(torch.meshgrid(g, g, g, indexing="ij"), dim=-1).view(-1, 3)
+    occ = (body_sdf(pts) < 0).view(res, res, res).numpy()
+    boxes = trimesh.voxel.VoxelGrid(occ).as_boxes()
+    v = torch.tensor(np.asarray(boxes.vertices), dtype=torch.float32) / res - 0.5
+    f = torch.tensor(np.asarray(boxes.faces), dtype=torch.long)
+    mesh = TexturedMesh(vertices=v, faces=f, vertex_colors=torch.full_like(v, 0.72))
+    return hero_render(mesh, size)
+
+
+def normal_render(mesh: TexturedMesh, size: int) -> Image.Image:
+    """The front view's normals (``n * 0.5 + 0.5``), like the stage-1 normal maps."""
+    views = render_generated_views(mesh, 2 * size)
+    img = views.normals[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    return Image.fromarray((img * 255 + 0.5).astype(np.uint8)).resize((size, size), Image.Resampling.LANCZOS)
 
 
 def view_images(mesh: TexturedMesh, size: int = VIEW_SIZE) -> list[Image.Image]:
@@ -153,19 +178,42 @@ def thumbnail(inputs: list[Image.Image], render: Image.Image) -> Image.Image:
     return canvas
 
 
+def stages_thumbnail(inputs: list[Image.Image], render: Image.Image, stages: list[Image.Image]) -> Image.Image:
+    """:func:`thumbnail` with a row of stage previews (views, normals, structure) along the bottom."""
+    w, h = THUMB
+    strip_h = 128
+    top = thumbnail(inputs, render).resize((w * (h - strip_h) // h, h - strip_h), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (w, h), BACKGROUND)
+    canvas.paste(top, ((w - top.width) // 2, 0))
+    d = ImageDraw.Draw(canvas)
+    cell = (w - 8) // len(stages)
+    for k, img in enumerate(stages):
+        tile = _fit(_on_background(img), (cell - 12, strip_h - 12))
+        x = 4 + k * cell + (cell - tile.width) // 2
+        y = h - strip_h + (strip_h - tile.height) // 2
+        canvas.paste(tile, (x, y))
+        d.rectangle([x - 1, y - 1, x + tile.width, y + tile.height], outline=(200, 200, 206))
+    return canvas
+
+
 def build(mesh: TexturedMesh | None = None) -> dict[Path, Image.Image]:
     """Every file this tool writes, by path."""
     mesh = mesh or body_mesh()
     files: dict[Path, Image.Image] = {INPUTS / k: v for k, v in example_images(mesh).items()}
     render = hero_render(mesh, 400)
     by_name = {p.name: img for p, img in files.items()}
+    stages = [by_name["synchuman_view_front.png"], normal_render(mesh, VIEW_SIZE), structure_render(VIEW_SIZE), render]
     for wf_path in sorted(TEMPLATES.glob("*.json")):
-        names = loaded_images(json.loads(wf_path.read_text(encoding="utf-8")))
+        wf = json.loads(wf_path.read_text(encoding="utf-8"))
+        names = loaded_images(wf)
         missing = [n for n in names if n not in by_name]
         if missing:
             raise SystemExit(f"{wf_path.name} loads {missing}, which are not example inputs ({sorted(by_name)})")
-        files[wf_path.with_suffix(".jpg")] = thumbnail([by_name[n] for n in names], render)
-    files[ICON] = render.resize((ICON_SIZE, ICON_SIZE), Image.Resampling.LANCZOS)
+        inputs = [by_name[n] for n in names]
+        previews = any(n.get("type") == "PreviewImage" for n in wf.get("nodes", []))  # a template showing each stage
+        files[wf_path.with_suffix(".jpg")] = (stages_thumbnail(inputs, render, stages) if previews
+                                              else thumbnail(inputs, render))
+    files[ICON] = hero_render(mesh, ICON_SIZE, fov_deg=31.0)  # the whole figure with a margin
     return files
 
 

@@ -34,7 +34,8 @@ def cmd_batch(a: argparse.Namespace) -> int:
 
     check_settings(a)  # the flags, in their own words, before the inputs are read
     defaults = ItemSettings(seed=a.seed, steps1=a.steps1, steps2=a.steps2, texture_size=a.texture_size,
-                            color=a.color, format=a.format, save_views=a.save_views)
+                            color=a.color, format=a.format, recipe=a.recipe, turntable=a.turntable,
+                            save_views=a.save_views)
     items = collect_inputs(a.inputs, defaults)
     engine = EngineConfig(models=a.models, device=a.device, memory_tier=a.memory_tier or "high", dtype=a.dtype,
                           background=None if a.background_model == BACKGROUND_NONE else a.background_model)

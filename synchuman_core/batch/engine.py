@@ -138,5 +138,6 @@ def reconstruct_into(run: Any, image: Any, mask: Any, out_path: Path, s: dict[st
 
     return reconstruct_to_files(
         run, image, mask, out_path, seed=int(s["seed"]), steps1=s.get("steps1"), steps2=s.get("steps2"),
-        texture_size=int(s["texture_size"]), color_mode=s["color"], save_views=bool(s.get("save_views", False)),
+        texture_size=int(s["texture_size"]), color_mode=s["color"], bake_mode=s["recipe"],
+        turntable=int(s["turntable"]), save_views=bool(s["save_views"]),
     )

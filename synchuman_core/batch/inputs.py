@@ -37,9 +37,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MASK_TAG = "_mask"
 COLOR_MODES = ("texture", "vertex", "none")
 FORMATS = ("glb", "obj", "ply")
+RECIPES = ("official", "fast")
 
 #: Manifest columns: the input, its optional mask and output name, and the per-input settings.
-MANIFEST_COLUMNS = ("image", "mask", "name", "seed", "steps1", "steps2", "texture_size", "color", "format")
+MANIFEST_COLUMNS = ("image", "mask", "name", "seed", "steps1", "steps2", "texture_size", "color", "format",
+                    "recipe", "turntable")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class ItemSettings:
     texture_size: int = 1024
     color: str = "texture"
     format: str = "glb"
+    recipe: str = "official"  # texture recipe: official | fast (``reconstruct --recipe``)
+    turntable: int = 0  # frames of a Gaussian turntable GIF, 0 = none (``reconstruct --turntable``)
     save_views: bool = False  # also the 10 views + input framings as PNG (``reconstruct --save-views``)
 
     def check(self, where: str) -> None:
@@ -69,6 +73,9 @@ class ItemSettings:
             check_texture_size(self.texture_size, f"{where}: texture_size")
         check_choice(self.color, f"{where}: color", COLOR_MODES)
         check_choice(self.format, f"{where}: format", FORMATS)
+        check_choice(self.recipe, f"{where}: recipe", RECIPES)
+        if not isinstance(self.turntable, int) or not 0 <= self.turntable <= 3600:
+            raise ConfigError(f"{where}: turntable must be between 0 (off) and 3600 frames, got {self.turntable!r}")
 
 
 @dataclass(frozen=True)
@@ -145,10 +152,10 @@ def _row_item(row: Mapping[str, Any], base: Path, defaults: ItemSettings, where:
         return p if p.is_absolute() else base / p
 
     changes: dict[str, Any] = {}
-    for col in ("seed", "steps1", "steps2", "texture_size"):
+    for col in ("seed", "steps1", "steps2", "texture_size", "turntable"):
         if col in cells:
             changes[col] = _int_cell(cells[col], col, where)
-    for col in ("color", "format"):
+    for col in ("color", "format", "recipe"):
         if col in cells:
             changes[col] = str(cells[col]).strip().lower()
     settings = ItemSettings(**{**asdict(defaults), **changes})

@@ -4,7 +4,7 @@ from .api import FORMATS, ExportResult, ExportSettings, export_mesh, mesh_suffix
 from .axes import convert_up_axis, zup_to_yup
 from .glb import glb_bytes, write_glb
 from .obj import write_obj
-from .paths import check_output_target, output_folder, resolve_output_path, sanitize_name
+from .paths import check_output_target, output_folder, sanitize_name
 from .ply import write_ply
 from .writer import OutputSet, check_output_location, reserve_stem
 
@@ -21,7 +21,6 @@ __all__ = [
     "mesh_suffixes",
     "output_folder",
     "reserve_stem",
-    "resolve_output_path",
     "sanitize_name",
     "save_mesh",
     "stage_mesh",

@@ -261,6 +261,7 @@ def export_mesh(
     t0 = time.perf_counter()
     report("cleanup", 0, 1, "mesh")
     v, f, vc, stats = cleanup_mesh(v, f, vc, s.cleanup, device=dev, progress=report)
+    report("cleanup", 1, 1, "mesh")
     timings["cleanup"] = time.perf_counter() - t0
     if f.shape[0] == 0:
         raise InputImageError("clean-up removed every face; lower floater_min_fraction or disable remove_invisible")
@@ -321,11 +322,13 @@ def export_mesh(
         report("write", 0, 1, "file set")
         files = save_mesh(mesh, output_dir, filename, formats=s.formats, subfolder=subfolder, up_axis=s.up_axis,
                           what=what)
+        report("write", 1, 1, "file set")
         timings["write"] = time.perf_counter() - t0
     elif output is not None:
         t0 = time.perf_counter()
         report("write", 0, 1, "file set")
         files = stage_mesh(output, mesh, s.formats, up_axis=s.up_axis)
+        report("write", 1, 1, "file set")
         timings["write"] = time.perf_counter() - t0
     report.finish()
     logger.info("export: %d faces, timings %s", mesh.num_faces, {k: round(x, 2) for k, x in timings.items()})

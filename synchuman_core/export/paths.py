@@ -1,4 +1,7 @@
-"""Safe output paths: sanitised file names and sub-folders that cannot leave the output folder."""
+"""Safe output names: sanitised file names and sub-folders that cannot leave the output folder.
+
+Files themselves are written only through :mod:`.writer` (reservation, no overwrite, no partial file).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["MAX_NAME_BYTES", "check_output_target", "output_folder", "resolve_output_path", "sanitize_name"]
+__all__ = ["MAX_NAME_BYTES", "check_output_target", "output_folder", "sanitize_name"]
 
 _BAD_CHARS = re.compile(r"[^\w.\- ]", flags=re.UNICODE)
 _WINDOWS_RESERVED = {
@@ -49,7 +52,7 @@ def sanitize_name(name: str, *, default: str = "mesh", max_length: int = MAX_NAM
 
 
 def _target_folder(output_dir: str | Path, filename: str, suffix: str, subfolder: str) -> tuple[Path, str]:
-    """Checked ``(folder, stem)`` for :func:`resolve_output_path`; creates nothing."""
+    """Checked ``(folder, stem)`` for :func:`output_folder`; creates nothing."""
     if not str(output_dir):
         raise ConfigError("output folder is empty; pass the folder to write meshes into")
     root = Path(output_dir).expanduser()
@@ -84,33 +87,5 @@ def output_folder(output_dir: str | Path, filename: str, subfolder: str = "") ->
 
 
 def check_output_target(output_dir: str | Path, filename: str, *, subfolder: str = "", suffix: str = "") -> None:
-    """Raise ``ConfigError`` now if :func:`resolve_output_path` would refuse these names (before long work)."""
+    """Raise ``ConfigError`` now if :func:`output_folder` would refuse these names (before long work)."""
     _target_folder(output_dir, filename, suffix, subfolder)
-
-
-def resolve_output_path(
-    output_dir: str | Path,
-    filename: str,
-    suffix: str,
-    *,
-    subfolder: str = "",
-    overwrite: bool = False,
-) -> Path:
-    """``output_dir / subfolder / <sanitised filename><suffix>``, created folders included.
-
-    ``filename`` may not contain folders (use ``subfolder``); ``subfolder`` is relative, its parts are
-    sanitised and ``..`` is refused. The resolved path must stay inside ``output_dir`` (symlinks included).
-    Without ``overwrite`` an existing file gets a counter: ``name_00001.glb``.
-    Raises ``ConfigError`` naming the offending value.
-    """
-    folder, stem = _target_folder(output_dir, filename, suffix, subfolder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{stem}{suffix}"
-    if not overwrite:
-        counter = 1
-        while path.exists():
-            path = folder / f"{stem}_{counter:05d}{suffix}"
-            counter += 1
-    if path.resolve().parent != folder.resolve():
-        raise ConfigError(f"output file {path} resolves outside {folder}")
-    return path

@@ -2,8 +2,9 @@
 
 Official pipeline (docs/ARCHITECTURE.md §8): pyvista decimation removing 70% of the faces, then removal of inner
 faces seen from none of 1000 sphere cameras (min-cut) and pymeshfix filling of holes up to 136 boundary
-edges. Here: fast-simplification for the decimation, our own rasteriser for the visibility test, and a
-fan filler for small boundary loops. Everything runs on CPU; the visibility renders run on ``device``.
+edges. Here: fast-simplification for the decimation; the official min-cut removal over our rasteriser's
+visibility (:mod:`.mincut`, scipy max-flow; ``invisible_method='cull'`` keeps the older cull of face groups
+no view sees); a fan filler for small boundary loops. The visibility renders run on ``device``.
 """
 
 from __future__ import annotations
@@ -353,7 +354,8 @@ def cleanup_mesh(
         v_np, f_np, mstats = remove_invisible_mincut(
             v_np, f_np, MincutSettings(views=s.visibility_views, resolution=s.visibility_resolution,
                                        max_hole_size=s.max_hole_size),
-            max_hole_edges=s.max_hole_edges, fill_holes=s.fill_holes, device=device, progress=progress,
+            fill=(lambda vv, ff: fill_small_holes(vv, ff, max_edges=s.max_hole_edges)[:2]) if s.fill_holes else None,
+            device=device, progress=progress,
         )
         stats.update(mstats)
         mincut_filled = s.fill_holes

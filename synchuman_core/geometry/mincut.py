@@ -189,14 +189,13 @@ def remove_invisible_mincut(
     faces: np.ndarray,
     settings: MincutSettings | None = None,
     *,
-    max_hole_edges: int = 136,
-    fill_holes: bool = True,
+    fill: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     device: torch.device | str | None = None,
     progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Run the official parameter sets (module docstring) and fill the holes; returns vertices, faces,
-    stats. ``device`` selects where the visibility renders run."""
-    from .cleanup import fill_small_holes
+    """Run the official parameter sets (module docstring); ``fill(vertices, faces)`` closes the holes after
+    each run (the clean-up passes its small-hole filler). Returns vertices, faces, stats. ``device`` selects
+    where the visibility renders run."""
     from .mesh import compact_mesh
 
     s = settings or MincutSettings()
@@ -215,8 +214,8 @@ def remove_invisible_mincut(
         )
         v_t, f_t, _ = compact_mesh(torch.from_numpy(vertices), torch.from_numpy(faces[~drop]))
         v_k, f_k = v_t.numpy(), f_t.numpy()
-        if fill_holes and f_k.shape[0]:
-            v_k, f_k, _, _ = fill_small_holes(v_k, f_k, max_edges=max_hole_edges)
+        if fill is not None and f_k.shape[0]:
+            v_k, f_k = fill(v_k, f_k)
         result = (v_k, f_k)
         removed = orig_faces - f_k.shape[0]
         stats.update({"invisible_faces_removed": float(drop.sum()), "mincut_runs": float(k + 1)})

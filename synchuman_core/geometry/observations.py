@@ -64,9 +64,9 @@ def gaussian_observations(
     out = []
     cams = hammersley_cameras(s.gaussian_views, s.radius, s.fov_deg)
     for i, cam in enumerate(cams):
-        img = render_gaussians(cloud, cam, s.resolution, s.resolution, splat).color
-        q = (img.clamp(0, 1) * 255.0).floor()  # official: np.clip(x * 255, 0, 255).astype(np.uint8)
-        out.append(BakeView(camera=cam, image=q / 255.0, mask=(q > 0).any(dim=0)))
+        r = render_gaussians(cloud, cam, s.resolution, s.resolution, splat)
+        q = (r.color.clamp(0, 1) * 255.0).floor()  # official: np.clip(x * 255, 0, 255).astype(np.uint8)
+        out.append(BakeView(camera=cam, image=q / 255.0, mask=(q > 0).any(dim=0), depth=r.depth))
         if progress is not None:
             progress("render Gaussians", i + 1, len(cams), "view")
     return out

@@ -93,6 +93,7 @@ class SplatSettings:
 class SplatRender:
     color: torch.Tensor  # [3, H, W] (background blended in)
     alpha: torch.Tensor  # [H, W] accumulated opacity (1 - final transmittance)
+    depth: torch.Tensor | None = None  # [H, W] opacity-weighted mean camera depth (inf where alpha ~ 0)
 
 
 def _quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -145,12 +146,14 @@ def _project(cloud: GaussianCloud, camera: Camera, height: int, width: int, kern
     # off-screen Gaussians
     keep &= (mean[:, 0] + radius >= 0) & (mean[:, 0] - radius <= width - 1)
     keep &= (mean[:, 1] + radius >= 0) & (mean[:, 1] - radius <= height - 1)
-    keep &= (radius > 0) & (opacity > 0)
+    keep &= (radius > 0) & (opacity >= _ALPHA_MIN)  # fainter ones never pass the per-pixel alpha test
     idx = torch.nonzero(keep).squeeze(1)
     return _Projected(mean[idx], conic[idx], opacity[idx], cloud.colors.float()[idx], depth[idx], radius[idx])
 
 
-def _composite(p: _Projected, height: int, width: int, s: SplatSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def _composite(
+    p: _Projected, height: int, width: int, s: SplatSettings
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Front-to-back compositing of the (Gaussian, pixel) pairs inside every Gaussian's 3σ box.
 
     Gaussians are taken in depth order, in chunks of at most ``budget`` pairs; inside a chunk the pairs
@@ -159,13 +162,14 @@ def _composite(p: _Projected, height: int, width: int, s: SplatSettings) -> tupl
     """
     dev = p.mean.device
     num_pix = height * width
-    color = torch.zeros(num_pix, 3, device=dev)
+    color = torch.zeros(num_pix, 4, device=dev)  # rgb + weighted depth
     trans = torch.ones(num_pix, device=dev)
     done = torch.zeros(num_pix, dtype=torch.bool, device=dev)
     n = p.mean.shape[0]
     if n:
         order = torch.argsort(p.depth, stable=True)
-        mean, conic, opac, col, rad = p.mean[order], p.conic[order], p.opacity[order], p.color[order], p.radius[order]
+        mean, conic, opac, rad = p.mean[order], p.conic[order], p.opacity[order], p.radius[order]
+        col = torch.cat([p.color, p.depth[:, None]], dim=1)[order]  # depth rides along as a 4th channel
         x0 = torch.ceil(mean[:, 0] - rad).clamp(0, width - 1).long()
         x1 = torch.floor(mean[:, 0] + rad).clamp(0, width - 1).long()
         y0 = torch.ceil(mean[:, 1] - rad).clamp(0, height - 1).long()
@@ -183,8 +187,10 @@ def _composite(p: _Projected, height: int, width: int, s: SplatSettings) -> tupl
                              color, trans, done)
             start = stop
     bg = torch.tensor(s.background, dtype=torch.float32, device=dev)
-    img = (color + trans[:, None] * bg).T.reshape(3, height, width)
-    return img.contiguous(), (1 - trans).view(height, width)
+    img = (color[:, :3] + trans[:, None] * bg).T.reshape(3, height, width)
+    alpha = 1 - trans
+    depth = torch.where(alpha > 1e-4, color[:, 3] / alpha.clamp(min=1e-4), torch.full_like(alpha, float("inf")))
+    return img.contiguous(), alpha.view(height, width), depth.view(height, width)
 
 
 def _composite_chunk(
@@ -300,5 +306,5 @@ def render_gaussians(
             logger.warning("gsplat failed (%s); rendering with the PyTorch rasteriser", exc)
     with torch.no_grad():
         proj = _project(cloud, camera, height, width, s.kernel_size)
-        color, alpha = _composite(proj, height, width, s)
-    return SplatRender(color=color, alpha=alpha)
+        color, alpha, depth = _composite(proj, height, width, s)
+    return SplatRender(color=color, alpha=alpha, depth=depth)

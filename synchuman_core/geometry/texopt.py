@@ -83,13 +83,27 @@ def num_levels(size: int) -> int:
 
 
 def prepare_view_samples(
-    vertices: torch.Tensor, faces: torch.Tensor, uvs: torch.Tensor, view: BakeView, texture_size: int
+    vertices: torch.Tensor,
+    faces: torch.Tensor,
+    uvs: torch.Tensor,
+    view: BakeView,
+    texture_size: int,
+    *,
+    depth_tolerance: float = 0.01,
 ) -> ViewSamples | None:
-    """Rasterise the mesh in ``view`` and keep the pixels that are both covered and inside its mask."""
+    """Rasterise the mesh in ``view`` and keep the pixels that are both covered and inside its mask.
+
+    Views that carry the depth they saw (renders of the Gaussians) also drop pixels where the mesh
+    surface lies more than ``depth_tolerance`` (world units) from it: in creases (armpits, between the
+    legs) a splat render shows the nearer limb's Gaussians where the mesh shows the surface behind.
+    The official bake keeps them; they bleed the limb's colour into the crease.
+    """
     h, w = view.height, view.width
     screen = view.camera.project(vertices, h, w)
     rast = rasterize(screen, faces, h, w)
     valid = rast.mask & view.mask.to(vertices.device)
+    if view.depth is not None and depth_tolerance > 0:
+        valid &= (rast.depth - view.depth.to(vertices.device)).abs() <= depth_tolerance
     if not bool(valid.any()):
         return None
     uv = interpolate(uvs, faces, rast)[valid]  # [P, 2]

@@ -30,6 +30,8 @@ class BakeView:
     mask: torch.Tensor  # [H, W] bool, pixels allowed to colour the surface
     weight: float = 1.0  # multiplies the blending weight of this view
     feather_px: float = 0.0  # fade the weight to 0 over this many pixels at the image border
+    depth: torch.Tensor | None = None  # [H, W] depth the observation saw (renders); pixels where the mesh
+    # lies elsewhere are left out of the optimisation bake (see texopt.prepare_view_samples)
 
     @property
     def height(self) -> int:

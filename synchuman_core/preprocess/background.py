@@ -155,6 +155,10 @@ def missing_model_error(name: str, search_dirs: list[Path], surface: str = "cli"
     )
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0]
+
+
 def _session_class(name: str) -> type:
     try:
         from rembg.sessions import sessions_class
@@ -241,7 +245,7 @@ def _open_session(name: str, path: Path) -> Any:
             sess = new_session(name)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph types
         raise SyncHumanError(
-            f"cannot load the background-removal model {path} ({type(e).__name__}: {str(e).splitlines()[0]}); "
+            f"cannot load the background-removal model {path} ({type(e).__name__}: {_first_line(e)}); "
             "delete it and download it again"
         ) from None
     loaded = getattr(getattr(sess, "inner_session", None), "_model_path", None)
@@ -276,26 +280,19 @@ class BackgroundRemover:
     def __repr__(self) -> str:
         return f"BackgroundRemover({self.model!r}, {str(self.path)!r})"
 
-    def mask(self, rgb: Image.Image) -> Image.Image:
-        """The model's ``L`` mask (255 = person) at the size of ``rgb`` (rembg ``only_mask``)."""
-        return self._remove(rgb, only_mask=True).convert("L")
-
     def __call__(self, rgb: Image.Image) -> Image.Image:
         """RGBA cut-out of ``rgb`` (alpha = the model's mask), as ``rembg.remove`` returns it."""
-        out = self._remove(rgb, only_mask=False)
-        return out if out.mode == "RGBA" else out.convert("RGBA")
-
-    def _remove(self, rgb: Image.Image, *, only_mask: bool) -> Image.Image:
         import rembg
 
         sess = _open_session(self.model, self.path)
         try:
-            return rembg.remove(rgb, session=sess, only_mask=only_mask)
+            out = rembg.remove(rgb, session=sess)
         except Exception as e:  # noqa: BLE001 - onnxruntime errors (wrong model file) have many types
             raise SyncHumanError(
-                f"background removal with {self.path} failed ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                f"background removal with {self.path} failed ({type(e).__name__}: {_first_line(e)}); "
                 "the file may be damaged or not a rembg model: delete it and download it again"
             ) from None
+        return out if out.mode == "RGBA" else out.convert("RGBA")
 
 
 def remove_background_official(rgb: Image.Image, remover: BackgroundRemover) -> Image.Image:
