@@ -194,14 +194,14 @@ def _export(args: argparse.Namespace, out1: Any, out2: Any, device: torch.device
 
     from .measure import Stat
 
-    settings = export_settings("glb", texture_size=args.texture_size)
+    settings = export_settings("glb", texture_size=args.texture_size, bake_mode=args.recipe)
     if args.bake_steps is not None:
         settings.bake.opt_steps = args.bake_steps
     v, f, colors = mesh_arrays(out2.mesh)
     with tempfile.TemporaryDirectory() as tmp:
         res = export_reconstruction(v, f, vertex_colors=colors, color_views=out1.color_views,
                                     normal_views=out1.normal_views, settings=settings, output_dir=tmp,
-                                    filename="bench", device=device)
+                                    filename="bench", device=device, gaussians=out2.gaussians)
         t0 = time.perf_counter()
         if out2.gaussians is not None:
             save_gaussians_ply(out2.gaussians, Path(tmp) / "bench_gaussians.ply")
@@ -280,6 +280,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--compile-backend", default="inductor")
     ap.add_argument("--export", action=argparse.BooleanOptionalAction, default=True, help="run the export stage")
     ap.add_argument("--texture-size", type=int, default=1024)
+    ap.add_argument("--recipe", choices=("official", "fast"), default="official",
+                    help="texture recipe of the export (official: 100 observations + opt bake; fast: 5 views)")
     ap.add_argument("--bake-steps", type=int, default=None, help="texture optimisation steps (official 1000)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--real", action="store_true", help="real-size parameter memory, estimates and component forwards")
@@ -311,6 +313,7 @@ def passthrough(args: argparse.Namespace) -> list[str]:
            "--compile-backend", args.compile_backend]
     out += ["--compile"] if args.compile else []
     out += ["--bake-steps", str(args.bake_steps)] if args.bake_steps is not None else []
+    out += ["--recipe", args.recipe]
     out += ["--threads", str(args.threads)] if args.threads else []
     out += ["--progress", str(args.progress)] if args.progress else []
     return out
