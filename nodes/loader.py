@@ -54,6 +54,11 @@ def _check_files(folder: Path) -> None:
     missing = find_missing(mf, DEFAULT_COMPONENTS)
     if missing:
         raise WeightsNotFoundError(f"{missing_files_error(mf, missing)}{help_line}")
+    # The cheap checks of every file the run will open (configs typed, headers, shapes, prompt embeddings),
+    # before anything loads: a damaged file is named here, not as a traceback in a sampler.
+    from synchuman_core.io.verify import check_before_run
+
+    check_before_run(mf, DEFAULT_COMPONENTS)
 
 
 class SyncHumanModelLoader(io.ComfyNode):

@@ -348,3 +348,23 @@ def test_git_clone_install_finds_the_bundled_core(tmp_path):
     )
     out = subprocess.run([sys.executable, "-S", "-c", code], check=True, timeout=120, capture_output=True, text=True)
     assert out.stdout.strip() == str(pack / "synchuman_core" / "__init__.py")
+
+
+def test_loader_names_a_damaged_file_before_loading(comfy_root, pack, tmp_path):
+    """The Model Loader runs the cheap file checks (configs typed, headers) before anything loads: a wrong-type
+    value in a config.json is our error naming the file and the key, not a traceback later in a sampler."""
+    import json
+
+    from synchuman_core.errors import SyncHumanError
+    from synchuman_core.io.tiny import write_tiny_checkpoint
+
+    folder = comfy_root / "models" / "synchuman" / "SyncHuman"
+    write_tiny_checkpoint(folder, seed=3)
+    _run(pack.NODES[0], model="SyncHuman", dtype="auto", download_missing=False)  # healthy: loads
+    cfg = folder / "ckpts" / "SecondStage" / "ckpts" / "slat_flow" / "config.json"
+    data = json.loads(cfg.read_text())
+    data["args"]["num_blocks"] = "2"
+    cfg.write_text(json.dumps(data))
+    with pytest.raises(SyncHumanError) as e:
+        _run(pack.NODES[0], model="SyncHuman", dtype="auto", download_missing=False)
+    assert "num_blocks" in str(e.value) and "config.json" in str(e.value)

@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,8 +39,9 @@ def no_partial(folder: Path) -> bool:
 
 
 def one_error_line(err: str, *needles: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("stage", "export:"))]
-    lines = [ln for ln in lines if "it/s" not in ln and "step/s" not in ln]
+    # progress bars (tqdm, cursor escapes) share stderr; the messages are what starts with these words
+    clean = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", err)
+    lines = re.findall(r"(?:error|interrupted|terminated): [^\r\n]*", clean)
     assert len(lines) == 1, err
     assert "Traceback" not in err, err
     for n in needles:

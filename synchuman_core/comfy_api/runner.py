@@ -257,6 +257,14 @@ def run_workflow_inputs(template: WorkflowTemplate, servers: list[str], out_dir:
                     return None
                 cond.wait(0.5)
 
+    def unavailable(task: _Task, error: str) -> None:
+        """Record ``task`` as failed for want of a server (caller holds ``cond``)."""
+        log.append({"name": task.name, "status": "failed", "fingerprint": task.fingerprint,
+                    "attempts": task.attempts, "error": error, "error_type": "ServerUnavailable",
+                    "servers_tried": sorted(task.tried)})
+        counts["failed"] += 1
+        bar.advance()
+
     def give_back(task: _Task, server: ComfyServer, err: Exception) -> None:
         with cond:
             task.tried.add(server.url)
@@ -265,11 +273,7 @@ def run_workflow_inputs(template: WorkflowTemplate, servers: list[str], out_dir:
                 tasks.appendleft(task)
                 bar.line(f"retry {task.name} on another server: {err}")
             else:
-                log.append({"name": task.name, "status": "failed", "fingerprint": task.fingerprint,
-                            "attempts": task.attempts, "error": f"no server could run it (last: {err})",
-                            "error_type": "ServerUnavailable", "servers_tried": sorted(task.tried)})
-                counts["failed"] += 1
-                bar.advance()
+                unavailable(task, f"no server could run it (last: {err})")
             cond.notify_all()
 
     def mark_dead(server: ComfyServer, err: Exception) -> None:
@@ -280,11 +284,7 @@ def run_workflow_inputs(template: WorkflowTemplate, servers: list[str], out_dir:
             for task in list(tasks):
                 if not (live - task.tried):
                     tasks.remove(task)
-                    log.append({"name": task.name, "status": "failed", "fingerprint": task.fingerprint,
-                                "attempts": task.attempts, "error": f"no live server left to try it ({err})",
-                                "error_type": "ServerUnavailable", "servers_tried": sorted(task.tried)})
-                    counts["failed"] += 1
-                    bar.advance()
+                    unavailable(task, f"no live server left to try it ({err})")
             cond.notify_all()
         bar.line(f"server {server.url} is gone: {err}")
         server.close()

@@ -157,15 +157,12 @@ class OutputSet:
         self.path(suffix)
 
     @contextlib.contextmanager
-    def open(self, suffix: str) -> Iterator[IO[bytes]]:
-        """A binary file to write ``suffix`` into; flushed and synced when the block ends."""
+    def _writing(self, suffix: str) -> Iterator[Path]:
+        """The part file of ``suffix`` to write; any failure discards the whole set (an ``OSError`` becomes
+        our ``OutputError`` naming the final file), success marks ``suffix`` written."""
         self._check_open(suffix)
-        part = self.part_path(suffix)
         try:
-            with open(part, "wb") as fh:
-                yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
+            yield self.part_path(suffix)
         except OSError as e:
             self.discard()
             raise _output_error("write", self.path(suffix), e, self.what) from None
@@ -173,6 +170,14 @@ class OutputSet:
             self.discard()
             raise
         self._written.add(suffix)
+
+    @contextlib.contextmanager
+    def open(self, suffix: str) -> Iterator[IO[bytes]]:
+        """A binary file to write ``suffix`` into; flushed and synced when the block ends."""
+        with self._writing(suffix) as part, open(part, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def write_bytes(self, suffix: str, data: bytes | bytearray | memoryview) -> Path:
         with self.open(suffix) as fh:
@@ -184,19 +189,10 @@ class OutputSet:
 
     def write_with(self, suffix: str, writer: Callable[[Path], Any]) -> Path:
         """``writer(part_path)`` writes the file by path (PIL ``save``, plyfile ...); it must create it."""
-        self._check_open(suffix)
-        part = self.part_path(suffix)
-        try:
+        with self._writing(suffix) as part:
             writer(part)
             with open(part, "rb+") as fh:
                 os.fsync(fh.fileno())
-        except OSError as e:
-            self.discard()
-            raise _output_error("write", self.path(suffix), e, self.what) from None
-        except BaseException:
-            self.discard()
-            raise
-        self._written.add(suffix)
         return self.path(suffix)
 
     # -- finishing ------------------------------------------------------------------------------------
