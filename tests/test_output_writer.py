@@ -333,8 +333,11 @@ def test_sigint_while_writing_leaves_nothing(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "r.glb").write_bytes(b"older")
+    # a test runner started in the background (`cmd &` in a non-interactive shell) ignores SIGINT and its
+    # children inherit that: give the child Ctrl+C back, as an interactive terminal would
     proc = subprocess.Popen([sys.executable, "-c", _SIGINT_WRITER, str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(root)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".r_00001.glb.part", ".r_00001_gaussians.ply.part",
                                                           "r.glb"]

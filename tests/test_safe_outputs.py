@@ -203,8 +203,10 @@ _SIGINT_SCRIPT = textwrap.dedent("""
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_signal_is_one_line_no_traceback_nothing_left(tmp_path, sig, code, word):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Ctrl+C given back to the child even when the test runner itself runs with SIGINT ignored (background job)
     proc = subprocess.Popen([sys.executable, "-c", _SIGINT_SCRIPT, "smoke", "-o", str(tmp_path / "s")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     line = ""
     while time.monotonic() < deadline and "READY" not in line:
