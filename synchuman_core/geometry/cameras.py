@@ -27,6 +27,7 @@ __all__ = [
     "body_view_camera",
     "hammersley_cameras",
     "official_body_yaws",
+    "radical_inverse",
     "sphere_hammersley",
     "turntable_cameras",
     "yaw_pitch_camera",
@@ -189,7 +190,9 @@ def yaw_pitch_camera(
     return _look_at(eye, fov_deg)
 
 
-def _radical_inverse(base: int, n: int) -> float:
+def radical_inverse(base: int, n: int) -> float:
+    """Van der Corput radical inverse of ``n`` in ``base`` (digits mirrored about the point), the coordinate
+    of Hammersley point sets (camera sphere here, the Gaussian decoder's offsets in stage 2)."""
     val, inv = 0.0, 1.0 / base
     f = inv
     while n > 0:
@@ -203,7 +206,7 @@ def sphere_hammersley(index: int, count: int) -> tuple[float, float]:
     """TRELLIS ``sphere_hammersley_sequence(n, N)`` (inference version, no remap, no offset):
     ``u = n/N``, ``v = radical_inverse_2(n)``; returns ``(yaw, pitch) = (2πv, arccos(1 - 2u) - π/2)``."""
     u = index / count
-    v = _radical_inverse(2, index)
+    v = radical_inverse(2, index)
     return 2.0 * math.pi * v, math.acos(1.0 - 2.0 * u) - math.pi / 2.0
 
 

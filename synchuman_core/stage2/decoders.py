@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..geometry.cameras import radical_inverse
 from ..geometry.flexicubes import FEATS_LAYOUT, Mesh, sparse_features_to_mesh
 from ..modules import LayerNorm32, convert_to_fp16, sincos_position_embedding
 from ..modules.config import config_from_official
@@ -288,16 +289,6 @@ def hammersley_offsets(num: int, voxel_size: float) -> torch.Tensor:
 
     Hammersley point i = ``(i / num, radical_inverse_2(i), radical_inverse_3(i))``.
     """
-
-    def radical_inverse(base: int, n: int) -> float:
-        val, f = 0.0, 1.0 / base
-        inv = f
-        while n > 0:
-            val += (n % base) * inv
-            n //= base
-            inv *= f
-        return val
-
     pts = [[i / num, radical_inverse(2, i), radical_inverse(3, i)] for i in range(num)]
     p = torch.tensor(pts, dtype=torch.float64).float() * 2 - 1
     return torch.atanh(p / voxel_size)
