@@ -106,9 +106,11 @@ def workflow_names() -> list[str]:
     return sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 
 
-def small_prompt(prompt: dict, *, steps1: int = 1, steps2: int = 2, model: str = TINY_NAME) -> dict:
+def small_prompt(prompt: dict, *, steps1: int = 1, steps2: int = 2, model: str = TINY_NAME,
+                 bake_mode: str | None = "fast") -> dict:
     """A copy of an API prompt for the tiny checkpoint on a CPU: model ``tiny`` in fp32, few steps, the
-    smallest texture, the fast bake, no decimation of the (already tiny) mesh."""
+    smallest texture, the fast bake (``bake_mode=None`` keeps the template's own), no decimation of the
+    (already tiny) mesh."""
     p = copy.deepcopy(prompt)
     for node in p.values():
         t, i = node["class_type"], node["inputs"]
@@ -117,7 +119,9 @@ def small_prompt(prompt: dict, *, steps1: int = 1, steps2: int = 2, model: str =
         elif t == "SyncHumanSamplerSettings":
             i["steps"] = steps1 if i.get("guidance_form") == "standard" else steps2
         elif t == "SyncHumanExport":
-            i.update(texture_size=512, bake_mode="fast", simplify=0.0, remove_invisible=False)
+            i.update(texture_size=512, simplify=0.0, remove_invisible=False)
+            if bake_mode is not None:
+                i["bake_mode"] = bake_mode
     return p
 
 
