@@ -22,7 +22,6 @@ import torch
 from synchuman_core.errors import ConfigError
 from synchuman_core.io.registry import COMPONENTS, STEPS, components_for
 from synchuman_core.memory import PRECISIONS, dtype_plan, get_tier, stage_kwargs
-from synchuman_core.model_source import module_device_dtype
 
 from . import comfy_bridge as bridge
 
@@ -102,7 +101,7 @@ class ModelBundle:
         return self.models.get(name)
 
     def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
-        return bridge.load_device(), module_device_dtype(self.models.get(name))[1]
+        return bridge.load_device(), self.models.device_dtype(name)[1]
 
     def prompt_embeds(self) -> Mapping[str, torch.Tensor] | torch.Tensor:
         return self.models.prompt_embeds()

@@ -44,6 +44,7 @@ __all__ = [
     "find_missing",
     "load_component",
     "missing_files_error",
+    "planned_dtype",
     "read_component_config",
     "read_component_json",
     "read_json",
@@ -84,6 +85,17 @@ def build_empty(spec: ComponentSpec, official: dict[str, Any], dtype: torch.dtyp
     """Instantiate ``spec``'s module for the config.json contents ``official`` with meta parameters."""
     with empty_weights():
         return spec.build(official, dtype=dtype)
+
+
+def planned_dtype(name: str | ComponentSpec, folder: str | os.PathLike | ModelFolder,
+                  dtype: torch.dtype | None = None) -> torch.dtype:
+    """The parameter dtype :func:`load_component` would give ``name`` for ``dtype``, without reading weights:
+    the module is built on the meta device from its config (no memory, no weight file opened)."""
+    from ..model_source import module_device_dtype
+
+    spec = get_spec(name)
+    cf, _ = component_files(spec, resolve_model_folder(folder))
+    return module_device_dtype(build_empty(spec, read_component_config(cf), dtype))[1]
 
 
 # ---------------------------------------------------------------------------------------------

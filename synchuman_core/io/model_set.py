@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..model_source import module_device_dtype
 from .layout import ModelFolder, resolve_model_folder
-from .loading import load_component, read_component_json
+from .loading import load_component, planned_dtype, read_component_json
 from .prompt_cache import load_prompt_embeds
 from .registry import COMPONENTS
 from .verify import VerifyReport, verify_model_folder
@@ -55,6 +55,7 @@ class SyncHumanModels:
         if unknown:
             raise ConfigError(f"dtypes names unknown components {unknown}; known: {', '.join(MODEL_NAMES)}")
         self._modules: dict[str, nn.Module] = {}
+        self._planned: dict[str, torch.dtype] = {}
         self._prompts: dict[str, torch.Tensor] | None = None
 
     # -- components ------------------------------------------------------------------------------
@@ -70,8 +71,16 @@ class SyncHumanModels:
         return self.get(name)
 
     def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
-        """``(device, parameter dtype)`` the component runs with."""
-        return self.device, module_device_dtype(self.get(name))[1]
+        """``(device, parameter dtype)`` the component runs with. A component not loaded yet is not loaded
+        for this (the pipeline reads the joint model's dtype during conditioning, where loading it would hold
+        its 3-7 GB early): its dtype comes from a meta-device build of its config."""
+        if name in self._modules:
+            return self.device, module_device_dtype(self._modules[name])[1]
+        if name not in MODEL_NAMES:
+            raise ConfigError(f"unknown component {name!r}; known: {', '.join(MODEL_NAMES)}")
+        if name not in self._planned:
+            self._planned[name] = planned_dtype(name, self.folder, self.dtypes.get(name, self.dtype))
+        return self.device, self._planned[name]
 
     def __getattr__(self, name: str) -> nn.Module:
         if name.startswith("_") or name not in MODEL_NAMES:

@@ -97,9 +97,9 @@ class ManagedModels:
         return self._fetch(name)
 
     def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
-        """``(compute device, parameter dtype)`` the component runs with, without moving it."""
-        p = first_float_parameter(self._fetch(name))
-        return self.device, (p.dtype if p is not None else torch.float32)
+        """``(compute device, parameter dtype)`` the component runs with, without moving it; the wrapped
+        source answers the dtype (a file-backed one without loading the component)."""
+        return self.device, self._models.device_dtype(name)[1]
 
     def prompt_embeds(self) -> Mapping[str, torch.Tensor] | torch.Tensor:
         return self._models.prompt_embeds()
