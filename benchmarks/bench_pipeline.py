@@ -13,7 +13,10 @@ Pipeline runs (``--preset``): the whole chain through the pipeline's public stag
 :func:`synchuman_core.memory.apply_tier`, then ``export_mesh`` (clean-up, UV, texture bake, GLB written to a
 temporary folder) and the Gaussian PLY. Models: official-format configs with random weights by the fixture
 rules, built in memory (:mod:`benchmarks.presets`; ``real`` = the released checkpoint's configs, no download);
-the occupancy is a body-sized shell of exactly ``--voxels`` voxels (default 20k at real size). Each
+the occupancy is a body-sized shell of exactly ``--voxels`` voxels (default 20k at real size). The export gets
+the decoder's mesh, except at real size (``--export-mesh auto``): random decoder weights make a noise surface
+of ~1M faces there, on which xatlas alone runs for over half an hour, so the export gets a smooth synthetic
+body of ``--export-faces`` (200k) faces instead, with the stage-1 views and the decoded Gaussians. Each
 (tier, precision) runs in a fresh subprocess.
 
 Reported per stage and per component: wall time (weight building excluded and reported apart), calls, peak
@@ -177,6 +180,7 @@ def run_once(args: argparse.Namespace, tier: Any, src: RandomModels, rec: Record
         "host_before_MiB": round(host_before / MiB), "host_peak_rss_MiB": round(mon.peak_rss() / MiB),
         "voxels": int(out1.coords.shape[0]), "view_px": int(out1.color_views.shape[-1]),
         "mesh_faces": int(mesh.faces.shape[0]) if mesh is not None else 0, "export_faces": faces_out,
+        "export_mesh": args.export_mesh if args.export else None,
         "gaussians": int(out2.gaussians.xyz.shape[0]) if out2.gaussians is not None else 0,
         "total_s": round(sum(v["s"] for v in stages.values()), 3),
         "stages": stages,
@@ -198,6 +202,8 @@ def _export(args: argparse.Namespace, out1: Any, out2: Any, device: torch.device
     if args.bake_steps is not None:
         settings.bake.opt_steps = args.bake_steps
     v, f, colors = mesh_arrays(out2.mesh)
+    if args.export_mesh == "body":
+        v, f, colors = body_mesh(args.export_faces, v.device)
     with tempfile.TemporaryDirectory() as tmp:
         res = export_reconstruction(v, f, vertex_colors=colors, color_views=out1.color_views,
                                     normal_views=out1.normal_views, settings=settings, output_dir=tmp,
@@ -209,6 +215,15 @@ def _export(args: argparse.Namespace, out1: Any, out2: Any, device: torch.device
     for k, s in timings.items():
         rec.components[f"export.{k}"] = Stat(calls=1, seconds=float(s))
     return int(res.mesh.faces.shape[0])
+
+
+def body_mesh(faces: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A smooth standing figure of about ``faces`` triangles with vertex colours, in the decoder's frame: what
+    the export of a trained checkpoint gets, where random decoder weights give a noise surface."""
+    from synchuman_core.geometry.synthetic import smooth_color_field, synthetic_body
+
+    v, f = synthetic_body(max(8, round((faces / 15.3) ** 0.5)))
+    return v.to(device), f.to(device), smooth_color_field(v).to(device)
 
 
 def _cpu_name() -> str:
@@ -226,7 +241,8 @@ def print_preset(res: dict[str, Any]) -> None:
           f"{res['threads']} threads, steps {res['steps'][0]}+{res['steps'][1]}"
           f"{', compiled' if res['compiled'] else ''}{', drop after use' if res['drop_after_use'] else ''}) ==")
     print(f"views {res['view_px']} px, voxels {res['voxels']}, weights {res['weights_MiB']} MiB "
-          f"(built in {res['build_s']} s), mesh faces {res['mesh_faces']} -> {res['export_faces']} exported, "
+          f"(built in {res['build_s']} s), mesh faces {res['mesh_faces']}, export of the "
+          f"{res.get('export_mesh') or 'no'} mesh -> {res['export_faces']} faces, "
           f"gaussians {res['gaussians']}, peak RSS {res['host_peak_rss_MiB']} MiB, total {res['total_s']:.1f} s")
     dev = res["device"].startswith("cuda")
     hdr = f"{'':28s}{'calls':>6s}{'time s':>9s}{'build s':>8s}{'host MiB':>10s}" + (
@@ -283,6 +299,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--recipe", choices=("official", "fast"), default="official",
                     help="texture recipe of the export (official: 100 observations + opt bake; fast: 5 views)")
     ap.add_argument("--bake-steps", type=int, default=None, help="texture optimisation steps (official 1000)")
+    ap.add_argument("--export-mesh", choices=("auto", "decoded", "body"), default="auto",
+                    help="mesh the export stage gets: the decoder's, or a synthetic body of --export-faces faces "
+                         "(auto: body for --preset real, whose random decoder weights give a noise surface of ~1M "
+                         "faces that no trained checkpoint makes and on which xatlas runs for over half an hour)")
+    ap.add_argument("--export-faces", type=int, default=200_000,
+                    help="faces of the synthetic body for --export-mesh body (before the export's clean-up)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--real", action="store_true", help="real-size parameter memory, estimates and component forwards")
     ap.add_argument("--pieces", default=None, help="real-size pieces to run with --real (comma-separated)")
@@ -302,6 +324,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     args.mv_size = args.mv_size or DEFAULT_MV_SIZE[args.preset]
     if args.drop is None:
         args.drop = real and torch.device(args.device).type == "cpu"
+    if args.export_mesh == "auto":
+        args.export_mesh = "body" if real else "decoded"
+    if args.export_faces < 1000:
+        raise SystemExit(f"--export-faces must be at least 1000, got {args.export_faces}")
     return args
 
 
@@ -313,7 +339,7 @@ def passthrough(args: argparse.Namespace) -> list[str]:
            "--compile-backend", args.compile_backend]
     out += ["--compile"] if args.compile else []
     out += ["--bake-steps", str(args.bake_steps)] if args.bake_steps is not None else []
-    out += ["--recipe", args.recipe]
+    out += ["--recipe", args.recipe, "--export-mesh", args.export_mesh, "--export-faces", str(args.export_faces)]
     out += ["--threads", str(args.threads)] if args.threads else []
     out += ["--progress", str(args.progress)] if args.progress else []
     return out

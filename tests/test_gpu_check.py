@@ -82,3 +82,24 @@ def test_real_preset_builds_the_released_shapes():
             module = get_spec(key).build(cfg[key], device="meta", dtype=None)
         n = sum(p.numel() for p in module.parameters())
         assert n == cfg["parameters"][key], key
+
+
+def test_real_preset_exports_a_body_sized_mesh():
+    """At real size the export gets a smooth body of the requested size (random decoder weights give a ~1M-face
+    noise surface); small presets export the decoder's own mesh; the choice reaches the per-run subprocess."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import bench_pipeline as bp
+
+    real = bp.resolve_args(bp.parser().parse_args(["--preset", "real", "--device", "cpu"]))
+    tiny = bp.resolve_args(bp.parser().parse_args(["--preset", "tiny"]))
+    assert (real.export_mesh, real.export_faces, tiny.export_mesh) == ("body", 200_000, "decoded")
+    forced = bp.resolve_args(bp.parser().parse_args(["--preset", "real", "--export-mesh", "decoded",
+                                                     "--export-faces", "50000"]))
+    again = bp.resolve_args(bp.parser().parse_args(bp.passthrough(forced)))
+    assert (again.export_mesh, again.export_faces) == ("decoded", 50_000)
+    for n in (20_000, 60_000):
+        v, f, c = bp.body_mesh(n, "cpu")
+        assert 0.8 * n <= f.shape[0] <= 1.2 * n and c.shape == v.shape
+        assert float(v.abs().max()) <= 0.5 and 0.0 <= float(c.min()) and float(c.max()) <= 1.0
+    with pytest.raises(SystemExit):
+        bp.resolve_args(bp.parser().parse_args(["--export-faces", "10"]))
