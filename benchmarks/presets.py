@@ -176,6 +176,7 @@ class RandomModels:
         self.device = torch.device(device)
         self.on_build = on_build
         self._modules: dict[str, torch.nn.Module] = {}
+        self._skeletons: dict[str, torch.nn.Module] = {}  # meta-device builds for peek()
         self.build_seconds = 0.0
         self.builds: list[str] = []
         g = torch.Generator().manual_seed(3)
@@ -195,16 +196,26 @@ class RandomModels:
         return self._prompts
 
     def peek(self, name: str) -> torch.nn.Module:
-        return self.get(name)
+        """The built component, or a weightless meta-device build of it (config and dtypes only): the
+        pipeline reads the joint model's view size in preprocessing and its dtype during conditioning, and
+        building it there would hold 3-7 GB from the first stage on."""
+        if name in self._modules:
+            return self._modules[name]
+        if name not in self._skeletons:
+            from synchuman_core.io.loading import empty_weights
+            from synchuman_core.io.registry import get_spec
+
+            with empty_weights():
+                skeleton = get_spec(name).build(self.cfgs[name], dtype=self.dtypes.get(name))
+            if self.torso_dtype is not None and self.dtypes.get(name) is None:
+                _recast_half_torso(skeleton, self.torso_dtype)
+            self._skeletons[name] = skeleton
+        return self._skeletons[name]
 
     def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
-        """Without building the component when its dtype is set by the plan (the pipeline asks for the
-        joint model's dtype during conditioning; building it there would hold 3-7 GB early)."""
         from synchuman_core.model_source import module_device_dtype
 
-        if name not in self._modules and self.dtypes.get(name) is not None:
-            return self.device, self.dtypes[name]
-        return module_device_dtype(self.get(name))
+        return self.device, module_device_dtype(self.peek(name))[1]
 
     def settings(self, name: str) -> dict[str, Any]:
         from synchuman_core.errors import ConfigError

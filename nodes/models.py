@@ -98,7 +98,7 @@ class ModelBundle:
         return self.models.get(name)
 
     def peek(self, name: str) -> torch.nn.Module:
-        return self.models.get(name)
+        return self.models.peek(name)
 
     def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
         return bridge.load_device(), self.models.device_dtype(name)[1]

@@ -31,7 +31,8 @@ class ModelSource(Protocol):
     """What the pipeline needs from a set of models.
 
     * ``get(name)``: the component, placed where it computes (a residency policy may move others off);
-    * ``peek(name)``: the component for reading its config, without placing it;
+    * ``peek(name)``: the component for reading its config and dtype, without placing it; a component not
+      loaded yet may come as a weightless meta-device build (never run what ``peek`` returns);
     * ``device_dtype(name)``: ``(device, parameter dtype)`` it computes with, without placing it;
     * ``prompt_embeds()``: the stage-1 view-prompt embeddings, ``{"normal", "color"}`` of ``[5, 77, D]``
       or one ``[10, 77, D]`` tensor (normal views, then colour views);

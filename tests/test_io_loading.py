@@ -259,15 +259,15 @@ def test_model_set_is_a_model_source(full_ckpt):
     models = SyncHumanModels(full_ckpt, dtypes={"structure_decoder": torch.float32})
     assert isinstance(models, ModelSource)
     assert models.device_dtype("structure_decoder") == (torch.device("cpu"), torch.float32)
-    assert models.peek("structure_decoder") is models.get("structure_decoder")
+    assert models.get("structure_decoder") is models.peek("structure_decoder")  # once loaded, peek is the module
     with pytest.raises(ConfigError, match="unknown components"):
         SyncHumanModels(full_ckpt, dtypes={"unet": torch.float16})
 
 
 @pytest.mark.parametrize("plan", [None, torch.bfloat16, torch.float32])
 def test_device_dtype_answers_without_loading(full_ckpt, plan, monkeypatch):
-    """The pipeline asks for a component's dtype before it needs the component (the joint model's during
-    conditioning): the answer comes from the config on the meta device, no weights are read, and it is the
+    """The pipeline asks for a component's dtype and config before it needs the component (the joint model's
+    view size in preprocessing, its dtype during conditioning): the answer comes from the config on the meta device, no weights are read, and it is the
     dtype the loaded component then has; a wrapper with a residency policy asks its source the same way."""
     import synchuman_core.io.model_set as model_set
     from synchuman_core.memory import ManagedModels
@@ -277,13 +277,18 @@ def test_device_dtype_answers_without_loading(full_ckpt, plan, monkeypatch):
     monkeypatch.setattr(model_set, "load_component", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
     names = [n for n in AVAILABLE if n in ("joint", "structure_decoder", "vae", "slat_flow")]
     assert names
+    from synchuman_core.pipeline import multiview_size
+
     models = SyncHumanModels(full_ckpt, dtype=plan)
     managed = ManagedModels(models, "cpu", residency="sequential", drop_after_use=True)
     answers = {n: managed.device_dtype(n) for n in names}
-    assert loads == [] and models.loaded == []
+    size = multiview_size(managed)  # preprocessing reads the joint model's view size from its config
+    assert loads == [] and models.loaded == [] and managed.on_device == []
+    assert all(p.device.type == "meta" for p in managed.peek("joint").parameters())
     for n in names:
         assert answers[n] == (torch.device("cpu"), models.get(n).parameters().__next__().dtype), n
         assert models.device_dtype(n) == answers[n]
-    assert loads == names
+    assert loads == names and multiview_size(models) == size
+    assert models.peek("joint") is models.get("joint")  # loaded: peek gives the real module
     with pytest.raises(ConfigError, match="unknown component"):
         models.device_dtype("nope")

@@ -78,8 +78,9 @@ class ReconstructionEngine:
         if not self.run_state.tier.drop_after_use:
             # load every component now (once per worker): load errors surface when the worker starts, and
             # the first input's timings are not the load time
+            source = self.run_state.models.wrapped  # loads without placing (peek would not load)
             for name in ALL_COMPONENTS:
-                self.run_state.models.peek(name)
+                source.get(name)
         self.load_s = round(time.perf_counter() - t, 2)
         self.done = 0
 

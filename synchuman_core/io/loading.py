@@ -44,7 +44,7 @@ __all__ = [
     "find_missing",
     "load_component",
     "missing_files_error",
-    "planned_dtype",
+    "component_skeleton",
     "read_component_config",
     "read_component_json",
     "read_json",
@@ -87,15 +87,13 @@ def build_empty(spec: ComponentSpec, official: dict[str, Any], dtype: torch.dtyp
         return spec.build(official, dtype=dtype)
 
 
-def planned_dtype(name: str | ComponentSpec, folder: str | os.PathLike | ModelFolder,
-                  dtype: torch.dtype | None = None) -> torch.dtype:
-    """The parameter dtype :func:`load_component` would give ``name`` for ``dtype``, without reading weights:
-    the module is built on the meta device from its config (no memory, no weight file opened)."""
-    from ..model_source import module_device_dtype
-
+def component_skeleton(name: str | ComponentSpec, folder: str | os.PathLike | ModelFolder,
+                       dtype: torch.dtype | None = None) -> nn.Module:
+    """Component ``name`` as :func:`load_component` would build it for ``dtype`` (same config, same parameter
+    dtypes) but on the meta device: no memory, no weight file opened. For reading its config and dtype."""
     spec = get_spec(name)
     cf, _ = component_files(spec, resolve_model_folder(folder))
-    return module_device_dtype(build_empty(spec, read_component_config(cf), dtype))[1]
+    return build_empty(spec, read_component_config(cf), dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..model_source import module_device_dtype
 from .layout import ModelFolder, resolve_model_folder
-from .loading import load_component, planned_dtype, read_component_json
+from .loading import component_skeleton, load_component, read_component_json
 from .prompt_cache import load_prompt_embeds
 from .registry import COMPONENTS
 from .verify import VerifyReport, verify_model_folder
@@ -55,7 +55,7 @@ class SyncHumanModels:
         if unknown:
             raise ConfigError(f"dtypes names unknown components {unknown}; known: {', '.join(MODEL_NAMES)}")
         self._modules: dict[str, nn.Module] = {}
-        self._planned: dict[str, torch.dtype] = {}
+        self._skeletons: dict[str, nn.Module] = {}  # meta-device builds for peek()
         self._prompts: dict[str, torch.Tensor] | None = None
 
     # -- components ------------------------------------------------------------------------------
@@ -67,20 +67,21 @@ class SyncHumanModels:
         return self._modules[name]
 
     def peek(self, name: str) -> nn.Module:
-        """The component as loaded (for its config or dtype); here the same as :meth:`get`."""
-        return self.get(name)
-
-    def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
-        """``(device, parameter dtype)`` the component runs with. A component not loaded yet is not loaded
-        for this (the pipeline reads the joint model's dtype during conditioning, where loading it would hold
-        its 3-7 GB early): its dtype comes from a meta-device build of its config."""
+        """The component for its config and dtype: the loaded module, or, when it is not loaded, a weightless
+        meta-device build of its config (the preprocessing reads the joint model's view size; loading it
+        there would hold its 3-7 GB from the first stage on)."""
         if name in self._modules:
-            return self.device, module_device_dtype(self._modules[name])[1]
+            return self._modules[name]
         if name not in MODEL_NAMES:
             raise ConfigError(f"unknown component {name!r}; known: {', '.join(MODEL_NAMES)}")
-        if name not in self._planned:
-            self._planned[name] = planned_dtype(name, self.folder, self.dtypes.get(name, self.dtype))
-        return self.device, self._planned[name]
+        if name not in self._skeletons:
+            self._skeletons[name] = component_skeleton(name, self.folder, self.dtypes.get(name, self.dtype))
+        return self._skeletons[name]
+
+    def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
+        """``(device, parameter dtype)`` the component runs with, read from :meth:`peek` (a component not
+        loaded yet is not loaded for this)."""
+        return self.device, module_device_dtype(self.peek(name))[1]
 
     def __getattr__(self, name: str) -> nn.Module:
         if name.startswith("_") or name not in MODEL_NAMES:

@@ -32,7 +32,7 @@ def compile_heavy_modules(models: Any, **compile_kwargs: Any) -> list[str]:
     a time (faster to compile than the whole forward, no graph break at the NaN check). The joint
     model does ~97% of the stage-1 work (50 steps x 1-2 calls); one-shot encoders and the sparse
     stage-2 models (data-dependent shapes) are left eager. Returns the compiled module names."""
-    joint = models.peek("joint")
+    joint = getattr(models, "wrapped", models).get("joint")  # the real module (peek may be weightless), not placed
     if getattr(joint, _COMPILED_ATTR, False):
         return []
     names = []

@@ -93,8 +93,9 @@ class ManagedModels:
     use = get
 
     def peek(self, name: str) -> Any:
-        """The component wherever it is (loaded if needed), without changing residency."""
-        return self._fetch(name)
+        """The component for its config and dtype, without changing residency (the wrapped source's
+        :meth:`peek`: a file-backed source does not load it for this)."""
+        return self._models.peek(name)
 
     def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
         """``(compute device, parameter dtype)`` the component runs with, without moving it; the wrapped
