@@ -29,7 +29,12 @@ from synchuman_core.geometry.bake import inpaint_outside_charts, uv_rasterize
 from synchuman_core.geometry.cameras import hammersley_cameras
 from synchuman_core.geometry.raster import rasterize
 from synchuman_core.geometry.splat import render_gaussians
-from synchuman_core.geometry.synthetic import smooth_color_field, surface_gaussians, synthetic_body
+from synchuman_core.geometry.synthetic import (
+    smooth_color_field,
+    surface_gaussians,
+    synthetic_body,
+    synthetic_body_detail,
+)
 from synchuman_core.geometry.texopt import (
     OptSchedule,
     ViewSamples,
@@ -63,8 +68,7 @@ def _opt_step(param: torch.Tensor, adam, samples: ViewSamples, target: torch.Ten
 
 
 def bench(faces: int, texture: int, gaussians: int, repeat: int, device: torch.device) -> dict[str, float]:
-    detail = max(8, round((faces / 15.3) ** 0.5))
-    v, f = synthetic_body(detail)
+    v, f = synthetic_body(synthetic_body_detail(faces))
     src = TexturedMesh(v, f, vertex_colors=smooth_color_field(v))
     rv = render_generated_views(src, 768, face_resolution=768)
     views = views_from_generated(rv.colors, face=rv.face, normals=rv.normals, face_normal=rv.face_normal,

@@ -220,9 +220,9 @@ def _export(args: argparse.Namespace, out1: Any, out2: Any, device: torch.device
 def body_mesh(faces: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A smooth standing figure of about ``faces`` triangles with vertex colours, in the decoder's frame: what
     the export of a trained checkpoint gets, where random decoder weights give a noise surface."""
-    from synchuman_core.geometry.synthetic import smooth_color_field, synthetic_body
+    from synchuman_core.geometry.synthetic import smooth_color_field, synthetic_body, synthetic_body_detail
 
-    v, f = synthetic_body(max(8, round((faces / 15.3) ** 0.5)))
+    v, f = synthetic_body(synthetic_body_detail(faces))
     return v.to(device), f.to(device), smooth_color_field(v).to(device)
 
 

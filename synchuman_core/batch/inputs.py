@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..export.api import RECIPES
 from ..export.paths import sanitize_name
 
 __all__ = [
@@ -37,7 +38,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MASK_TAG = "_mask"
 COLOR_MODES = ("texture", "vertex", "none")
 FORMATS = ("glb", "obj", "ply")
-RECIPES = ("official", "fast")
 
 #: Manifest columns: the input, its optional mask and output name, and the per-input settings.
 MANIFEST_COLUMNS = ("image", "mask", "name", "seed", "steps1", "steps2", "texture_size", "color", "format",

@@ -17,6 +17,7 @@ __all__ = [
     "smooth_color_field",
     "surface_gaussians",
     "synthetic_body",
+    "synthetic_body_detail",
     "synthetic_human",
 ]
 
@@ -66,6 +67,11 @@ def _sphere(center, radius: float, edge: float):
     sph = trimesh.creation.icosphere(subdivisions=sub, radius=radius)
     sph.apply_translation(center)
     return sph
+
+
+def synthetic_body_detail(faces: int) -> int:
+    """The ``detail`` of :func:`synthetic_body` that gives about ``faces`` triangles (~15.3 × detail²)."""
+    return max(8, round((faces / 15.3) ** 0.5))
 
 
 def synthetic_body(detail: int = 16, *, nose: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

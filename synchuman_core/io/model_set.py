@@ -59,11 +59,15 @@ class SyncHumanModels:
         self._prompts: dict[str, torch.Tensor] | None = None
 
     # -- components ------------------------------------------------------------------------------
-    def get(self, name: str) -> nn.Module:
+    def _dtype_of(self, name: str) -> torch.dtype | None:
+        """The constructor dtype of a known component (``ConfigError`` for an unknown name)."""
         if name not in MODEL_NAMES:
             raise ConfigError(f"unknown component {name!r}; known: {', '.join(MODEL_NAMES)}")
+        return self.dtypes.get(name, self.dtype)
+
+    def get(self, name: str) -> nn.Module:
         if name not in self._modules:
-            self._modules[name] = load_component(name, self.folder, self.device, self.dtypes.get(name, self.dtype))
+            self._modules[name] = load_component(name, self.folder, self.device, self._dtype_of(name))
         return self._modules[name]
 
     def peek(self, name: str) -> nn.Module:
@@ -72,10 +76,8 @@ class SyncHumanModels:
         there would hold its 3-7 GB from the first stage on)."""
         if name in self._modules:
             return self._modules[name]
-        if name not in MODEL_NAMES:
-            raise ConfigError(f"unknown component {name!r}; known: {', '.join(MODEL_NAMES)}")
         if name not in self._skeletons:
-            self._skeletons[name] = component_skeleton(name, self.folder, self.dtypes.get(name, self.dtype))
+            self._skeletons[name] = component_skeleton(name, self.folder, self._dtype_of(name))
         return self._skeletons[name]
 
     def device_dtype(self, name: str) -> tuple[torch.device, torch.dtype]:
